@@ -1,0 +1,137 @@
+/**
+ * Typed configuration: settings from `ORCH_*` environment variables, secrets only from files in the secrets
+ * directory (DESIGN §7). A password offered through the environment is refused, naming the file to use instead.
+ */
+import { Config, ConfigProvider, Context, Effect, Layer, Option, type Redacted, Schema } from "effect"
+import type { FileSystem } from "effect/FileSystem"
+import type { Path } from "effect/Path"
+
+export const SslMode = Schema.Literals(["disable", "require", "verify-full"])
+export type SslMode = typeof SslMode.Type
+
+export interface DatabaseConfig {
+  /** Host name, or a socket directory when it starts with `/`. */
+  readonly host: string
+  readonly port: number
+  readonly database: string
+  readonly user: string
+  readonly password: Redacted.Redacted
+  readonly ssl: SslMode
+  /** The schema owner, for migrations; absent → startup only checks that the schema is current. */
+  readonly migration: Option.Option<{ readonly user: string; readonly password: Redacted.Redacted }>
+}
+
+export interface AmqpConfig {
+  /** Without credentials' password, e.g. `amqp://orchestrator@127.0.0.1:5672/`. */
+  readonly url: string
+  readonly password: Redacted.Redacted
+}
+
+export interface AppConfigShape {
+  /** None → embedded mode (an in-process PostgreSQL-compatible store). */
+  readonly database: Option.Option<DatabaseConfig>
+  /** None → in-memory broker. */
+  readonly amqp: Option.Option<AmqpConfig>
+  readonly httpPort: number
+  readonly secretsDir: string
+  readonly otlpEndpoint: Option.Option<string>
+  readonly maxContextBytes: number
+}
+
+export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidConfig", {
+  reason: Schema.String
+}) {
+  override get message() {
+    return `invalid configuration: ${this.reason}`
+  }
+}
+
+/** Environment variables that must never carry a secret, and the file that should hold it instead. */
+const refusedPasswordVariables: ReadonlyArray<readonly [variable: string, file: string]> = [
+  ["ORCH_DB_PASSWORD", "db_password"],
+  ["PGPASSWORD", "db_password"],
+  ["ORCH_DB_MIGRATION_PASSWORD", "db_migration_password"],
+  ["ORCH_AMQP_PASSWORD", "amqp_password"],
+  ["ORCH_API_TOKENS", "api_tokens"]
+]
+
+const optionalString = (name: string) => Config.option(Config.NonEmptyString(name))
+
+const refusePasswordsInEnvironment = Effect.gen(function* () {
+  for (const [variable, file] of refusedPasswordVariables) {
+    if (Option.isSome(yield* optionalString(variable))) {
+      return yield* new InvalidConfig({
+        reason: `${variable} is set: passwords are not read from the environment; put it in the secret file ${file} instead`
+      })
+    }
+  }
+})
+
+const refusePasswordInUrl = (url: string) => {
+  const parsed = URL.parse(url)
+  if (parsed === null) return Effect.fail(new InvalidConfig({ reason: "ORCH_AMQP_URL is not a valid URL" }))
+  if (parsed.password !== "") {
+    return Effect.fail(
+      new InvalidConfig({
+        reason: "ORCH_AMQP_URL contains a password: remove it from the URL and put it in the secret file amqp_password"
+      })
+    )
+  }
+  return Effect.void
+}
+
+export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem | Path> = Effect.gen(function* () {
+  yield* refusePasswordsInEnvironment
+  const secretsDir = yield* Config.String("ORCH_SECRETS_DIR").pipe(Config.withDefault("/run/secrets"))
+  const secrets = yield* ConfigProvider.fromDir({ rootPath: secretsDir })
+  const secret = (file: string, neededFor: string) =>
+    Config.Redacted(file)
+      .parse(secrets)
+      .pipe(
+        Effect.mapError(
+          () => new InvalidConfig({ reason: `missing secret file ${secretsDir}/${file} (needed for ${neededFor})` })
+        )
+      )
+
+  const database = yield* Effect.gen(function* () {
+    const host = yield* optionalString("ORCH_DB_HOST")
+    if (Option.isNone(host)) return Option.none<DatabaseConfig>()
+    const migrationUser = yield* optionalString("ORCH_DB_MIGRATION_USER")
+    return Option.some<DatabaseConfig>({
+      host: host.value,
+      port: yield* Config.Port("ORCH_DB_PORT").pipe(Config.withDefault(5432)),
+      database: yield* Config.NonEmptyString("ORCH_DB_NAME").pipe(Config.withDefault("orchestrator")),
+      user: yield* Config.NonEmptyString("ORCH_DB_USER").pipe(Config.withDefault("orchestrator_app")),
+      password: yield* secret("db_password", "ORCH_DB_HOST"),
+      ssl: yield* Config.schema(SslMode, "ORCH_DB_SSL").pipe(Config.withDefault<SslMode>("disable")),
+      migration: Option.isNone(migrationUser)
+        ? Option.none()
+        : Option.some({
+            user: migrationUser.value,
+            password: yield* secret("db_migration_password", "ORCH_DB_MIGRATION_USER")
+          })
+    })
+  })
+
+  const amqp = yield* Effect.gen(function* () {
+    const url = yield* optionalString("ORCH_AMQP_URL")
+    if (Option.isNone(url)) return Option.none<AmqpConfig>()
+    yield* refusePasswordInUrl(url.value)
+    return Option.some<AmqpConfig>({ url: url.value, password: yield* secret("amqp_password", "ORCH_AMQP_URL") })
+  })
+
+  return {
+    database,
+    amqp,
+    httpPort: yield* Config.Port("ORCH_HTTP_PORT").pipe(Config.withDefault(8080)),
+    secretsDir,
+    otlpEndpoint: yield* optionalString("ORCH_OTLP_ENDPOINT"),
+    maxContextBytes: yield* Config.Int("ORCH_MAX_CONTEXT_BYTES").pipe(Config.withDefault(65536))
+  }
+}).pipe(
+  Effect.catchTag("ConfigError", (error) => Effect.fail(new InvalidConfig({ reason: error.message })))
+)
+
+export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("saga-orchestrator/Config/AppConfig") {
+  static readonly layer = Layer.effect(AppConfig, load)
+}

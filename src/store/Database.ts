@@ -1,0 +1,54 @@
+/**
+ * PostgreSQL connections and migrations. Migrations run with the schema owner's credentials on a pool of their
+ * own that closes as soon as they are applied; the runtime pool uses the DML-only role and never runs DDL.
+ */
+import { PgClient, PgMigrator } from "@effect/sql-pg"
+import { Effect, Option, type Redacted } from "effect"
+import * as MigratorFileSystem from "effect/sql/MigratorFileSystem"
+import { fileURLToPath } from "node:url"
+import type { DatabaseConfig } from "../Config.ts"
+import { InvalidConfig } from "../Config.ts"
+
+export const migrationsDirectory = fileURLToPath(new URL("../../migrations", import.meta.url))
+export const migrationsTable = "orchestrator.effect_sql_migrations"
+
+const tls = (db: DatabaseConfig) => {
+  switch (db.ssl) {
+    case "disable":
+      return undefined
+    case "require":
+      return { rejectUnauthorized: false }
+    case "verify-full":
+      return { rejectUnauthorized: true, servername: db.host }
+  }
+}
+
+const connection = (db: DatabaseConfig, user: string, password: Redacted.Redacted, maxConnections: number) =>
+  PgClient.layer({
+    host: db.host,
+    port: db.port,
+    database: db.database,
+    username: user,
+    password,
+    ssl: tls(db),
+    maxConnections,
+    applicationName: "saga-orchestrator",
+    connectTimeout: "5 seconds"
+  })
+
+/** The runtime pool, as the DML-only role. */
+export const runtimeClient = (db: DatabaseConfig, maxConnections = 10) =>
+  connection(db, db.user, db.password, maxConnections)
+
+/** Applies pending migrations with the owner's credentials; returns what it applied. Safe to run concurrently. */
+export const migrate = Effect.fnUntraced(function* (db: DatabaseConfig) {
+  if (Option.isNone(db.migration)) {
+    return yield* new InvalidConfig({ reason: "ORCH_DB_MIGRATION_USER is not set: no credentials to migrate with" })
+  }
+  const owner = db.migration.value
+  return yield* PgMigrator.run({
+    loader: MigratorFileSystem.fromFileSystem(migrationsDirectory),
+    table: migrationsTable
+  }).pipe(Effect.provide(connection(db, owner.user, owner.password, 1)))
+})
+

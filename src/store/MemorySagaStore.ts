@@ -1,0 +1,224 @@
+/**
+ * In-memory SagaStore with the same contract as the PostgreSQL one, for saga logic tests and demos. One permit
+ * serialises every write, which gives the same guarantees the row lock gives on PostgreSQL.
+ */
+import { Clock, DateTime, Duration, Effect, Layer, Semaphore } from "effect"
+import { SecureRandom } from "effect/crypto"
+import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/errors.ts"
+import {
+  DueTimer,
+  isActive,
+  type OutboxMessage,
+  PendingMessage,
+  type SagaId,
+  SagaInstance,
+  StuckSaga,
+  type Timer,
+  Transition
+} from "../domain/Saga.ts"
+import { SagaStore } from "./SagaStore.ts"
+import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
+import { checkAdvance, checkCreate, checkFilter, encodeCursor } from "./validate.ts"
+
+interface ArmedTimer extends Timer {
+  readonly lockVersion: number
+}
+
+export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings> = {}) {
+  const { maxContextBytes, timerLease } = { ...defaultStoreSettings, ...settings }
+  const random = yield* SecureRandom.SecureRandom
+  const lock = yield* Semaphore.make(1)
+  const sagas = new Map<SagaId, SagaInstance>()
+  const histories = new Map<SagaId, Array<Transition>>()
+  const timers = new Map<SagaId, ArmedTimer>()
+  const idempotencyKeys = new Map<string, SagaId>()
+  let outbox: Array<PendingMessage> = []
+
+  const enqueue = (saga: SagaInstance, messages: ReadonlyArray<OutboxMessage>) =>
+    Effect.forEach(messages, (message) =>
+      random.uuidV7().pipe(
+        Effect.map((messageId) =>
+          outbox.push(
+            new PendingMessage({
+              messageId,
+              sagaId: saga.id,
+              correlationId: saga.correlationId,
+              exchange: message.exchange,
+              routingKey: message.routingKey,
+              payload: message.payload,
+              headers: message.headers ?? {},
+              createdAt: saga.updatedAt
+            })
+          )
+        )
+      )
+    )
+
+  const arm = (saga: SagaInstance, timer: Timer | undefined) => {
+    if (timer === undefined) timers.delete(saga.id)
+    else timers.set(saga.id, { ...timer, lockVersion: saga.lockVersion })
+  }
+
+  const record = (saga: SagaInstance, fromState: string | null, event: string, detail: unknown) => {
+    const history = histories.get(saga.id) ?? []
+    history.push(
+      new Transition({
+        lockVersion: saga.lockVersion,
+        fromState,
+        toState: saga.currentState,
+        status: saga.status,
+        event,
+        detail: (detail ?? null) as Transition["detail"],
+        at: saga.updatedAt
+      })
+    )
+    histories.set(saga.id, history)
+  }
+
+  const find = (id: SagaId): Effect.Effect<SagaInstance, SagaNotFound> => {
+    const saga = sagas.get(id)
+    return saga === undefined ? Effect.fail(new SagaNotFound({ sagaId: id })) : Effect.succeed(saga)
+  }
+
+  const store = SagaStore.of({
+    create: (input) =>
+      Effect.gen(function* () {
+        const context = yield* checkCreate(input, maxContextBytes)
+        const existingId = input.idempotencyKey === undefined ? undefined : idempotencyKeys.get(input.idempotencyKey)
+        if (existingId !== undefined) {
+          const existing = yield* Effect.orDie(find(existingId))
+          if (existing.sagaType !== input.sagaType) {
+            return yield* new IdempotencyConflict({
+              idempotencyKey: input.idempotencyKey ?? "",
+              existingSagaId: existing.id,
+              existingSagaType: existing.sagaType
+            })
+          }
+          return { saga: existing, created: false }
+        }
+        const id = (yield* random.uuidV7()) as SagaId
+        const now = yield* DateTime.now
+        const saga = new SagaInstance({
+          id,
+          sagaType: input.sagaType,
+          currentState: input.state,
+          status: "RUNNING",
+          context,
+          correlationId: input.correlationId ?? id,
+          lockVersion: 0,
+          createdAt: now,
+          updatedAt: now
+        })
+        sagas.set(id, saga)
+        if (input.idempotencyKey !== undefined) idempotencyKeys.set(input.idempotencyKey, id)
+        record(saga, null, "SagaStarted", undefined)
+        arm(saga, input.timer)
+        yield* enqueue(saga, input.messages ?? [])
+        return { saga, created: true }
+      }).pipe(lock.withPermits(1)),
+
+    get: find,
+
+    find: (filter) =>
+      Effect.gen(function* () {
+        const { limit, after } = yield* checkFilter(filter)
+        const matches = [...sagas.values()]
+          .filter(
+            (saga) =>
+              (filter.status === undefined || saga.status === filter.status) &&
+              (filter.sagaType === undefined || saga.sagaType === filter.sagaType) &&
+              (filter.state === undefined || saga.currentState === filter.state) &&
+              (filter.correlationId === undefined || saga.correlationId === filter.correlationId) &&
+              (filter.context === undefined || contains(saga.context, filter.context)) &&
+              (after === undefined || saga.id < after)
+          )
+          .sort((a, b) => (a.id < b.id ? 1 : -1))
+        const items = matches.slice(0, limit)
+        const last = items.at(-1)
+        return { items, nextCursor: matches.length > limit && last ? encodeCursor(last.id) : null }
+      }),
+
+    history: (id) => find(id).pipe(Effect.map(() => histories.get(id) ?? [])),
+
+    findStuck: (olderThan, options) =>
+      Effect.gen(function* () {
+        const cutoff = (yield* Clock.currentTimeMillis) - Duration.toMillis(olderThan)
+        return [...sagas.values()]
+          .filter((saga) => isActive(saga.status) && DateTime.toEpochMillis(saga.updatedAt) <= cutoff)
+          .sort((a, b) => DateTime.toEpochMillis(a.updatedAt) - DateTime.toEpochMillis(b.updatedAt))
+          .slice(0, options?.limit ?? 100)
+          .map((saga) => {
+            const armed = timers.get(saga.id)
+            return new StuckSaga({
+              saga,
+              timer: armed === undefined ? null : { dueAt: armed.dueAt, awaiting: armed.awaiting }
+            })
+          })
+      }),
+
+    claimDue: (now, limit) =>
+      Effect.sync(() => {
+        const due = [...timers.entries()]
+          .filter(([, timer]) => DateTime.isLessThanOrEqualTo(timer.dueAt, now))
+          .sort(([, a], [, b]) => DateTime.toEpochMillis(a.dueAt) - DateTime.toEpochMillis(b.dueAt))
+          .slice(0, limit)
+        const leasedUntil = DateTime.add(now, { milliseconds: Duration.toMillis(timerLease) })
+        return due.map(([sagaId, timer]) => {
+          timers.set(sagaId, { ...timer, dueAt: leasedUntil })
+          return new DueTimer({ sagaId, lockVersion: timer.lockVersion, dueAt: timer.dueAt, awaiting: timer.awaiting })
+        })
+      }).pipe(lock.withPermits(1)),
+
+    transact: (id, step, options) =>
+      Effect.gen(function* () {
+        const saga = yield* find(id)
+        if (options?.expectedVersion !== undefined && options.expectedVersion !== saga.lockVersion) {
+          return yield* new VersionConflict({ sagaId: id, expected: options.expectedVersion, actual: saga.lockVersion })
+        }
+        const outcome = yield* step(saga)
+        if (outcome._tag === "Stay") return saga
+        const context = yield* checkAdvance(outcome, maxContextBytes)
+        const next = new SagaInstance({
+          ...saga,
+          currentState: outcome.state,
+          status: outcome.status,
+          context,
+          lockVersion: saga.lockVersion + 1,
+          updatedAt: yield* DateTime.now
+        })
+        sagas.set(id, next)
+        record(next, saga.currentState, outcome.event, outcome.detail)
+        arm(next, outcome.timer)
+        yield* enqueue(next, outcome.messages ?? [])
+        return next
+      }).pipe(lock.withPermits(1)),
+
+    publishOutbox: (limit, publish) =>
+      Effect.gen(function* () {
+        const batch = outbox.slice(0, limit)
+        if (batch.length === 0) return 0
+        yield* publish(batch)
+        const published = new Set(batch.map((message) => message.messageId))
+        outbox = outbox.filter((message) => !published.has(message.messageId))
+        return batch.length
+      }).pipe(lock.withPermits(1))
+  })
+  return store
+})
+
+/** `jsonb @>` semantics for objects, arrays and scalars. */
+const contains = (value: unknown, pattern: unknown): boolean => {
+  if (Array.isArray(pattern)) {
+    return Array.isArray(value) && pattern.every((item) => value.some((candidate) => contains(candidate, item)))
+  }
+  if (pattern !== null && typeof pattern === "object") {
+    if (value === null || typeof value !== "object" || Array.isArray(value)) return false
+    const record = value as Readonly<Record<string, unknown>>
+    return Object.entries(pattern).every(([key, item]) => key in record && contains(record[key], item))
+  }
+  return value === pattern
+}
+
+export const layer = (settings: Partial<StoreSettings> = {}): Layer.Layer<SagaStore> =>
+  Layer.effect(SagaStore, make(settings)).pipe(Layer.provide(SecureRandom.layerWebCrypto))
+

@@ -1,0 +1,394 @@
+/**
+ * SagaStore on PostgreSQL. Every saga change is one transaction: `SELECT … FOR UPDATE`, the step, the versioned
+ * `UPDATE … WHERE lock_version = …`, and the history, timer and outbox writes.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Array as Arr, Data, DateTime, Duration, Effect, Layer, Schema } from "effect"
+import { SecureRandom } from "effect/crypto"
+import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/errors.ts"
+import {
+  Awaiting,
+  DueTimer,
+  type OutboxMessage,
+  PendingMessage,
+  SagaContext,
+  type SagaId,
+  SagaInstance,
+  SagaStatus,
+  StuckSaga,
+  type Timer,
+  Transition
+} from "../domain/Saga.ts"
+import { SagaStore } from "./SagaStore.ts"
+import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
+import { storeFailure, withTransactionRetry } from "./transactions.ts"
+import { checkAdvance, checkCreate, checkFilter, encodeCursor } from "./validate.ts"
+
+const SagaRow = Schema.Struct({
+  id: Schema.String,
+  saga_type: Schema.String,
+  current_state: Schema.String,
+  status: SagaStatus,
+  context: SagaContext,
+  correlation_id: Schema.String,
+  lock_version: Schema.Int,
+  created_at: Schema.DateTimeUtcFromDate,
+  updated_at: Schema.DateTimeUtcFromDate
+})
+const decodeSagaRow = Schema.decodeUnknownEffect(SagaRow)
+
+const toSaga = (row: unknown) =>
+  decodeSagaRow(row).pipe(
+    Effect.map(
+      (r) =>
+        new SagaInstance({
+          id: r.id as SagaId,
+          sagaType: r.saga_type,
+          currentState: r.current_state,
+          status: r.status,
+          context: r.context,
+          correlationId: r.correlation_id,
+          lockVersion: r.lock_version,
+          createdAt: r.created_at,
+          updatedAt: r.updated_at
+        })
+    ),
+    Effect.orDie
+  )
+
+const TimerColumns = Schema.Struct({
+  timer_due_at: Schema.NullOr(Schema.DateTimeUtcFromDate),
+  timer_awaiting: Schema.NullOr(Awaiting)
+})
+const decodeTimerColumns = Schema.decodeUnknownEffect(TimerColumns)
+
+const TransitionRow = Schema.Struct({
+  lock_version: Schema.Int,
+  from_state: Schema.NullOr(Schema.String),
+  to_state: Schema.String,
+  status: SagaStatus,
+  event: Schema.String,
+  detail: Schema.NullOr(Schema.Json),
+  at: Schema.DateTimeUtcFromDate
+})
+const decodeTransitionRows = Schema.decodeUnknownEffect(Schema.Array(TransitionRow))
+
+const DueRow = Schema.Struct({
+  saga_id: Schema.String,
+  lock_version: Schema.Int,
+  due_at: Schema.DateTimeUtcFromDate,
+  awaiting: Awaiting
+})
+const decodeDueRows = Schema.decodeUnknownEffect(Schema.Array(DueRow))
+
+const OutboxRow = Schema.Struct({
+  id: Schema.Union([Schema.String, Schema.Number, Schema.BigInt]),
+  message_id: Schema.String,
+  saga_id: Schema.String,
+  correlation_id: Schema.String,
+  exchange: Schema.String,
+  routing_key: Schema.String,
+  headers: Schema.Record(Schema.String, Schema.String),
+  payload: Schema.Json,
+  created_at: Schema.DateTimeUtcFromDate
+})
+const decodeOutboxRows = Schema.decodeUnknownEffect(Schema.Array(OutboxRow))
+
+/** The idempotency key was taken by a concurrent create between our check and our insert. */
+class KeyTaken extends Data.TaggedError("KeyTaken")<{}> {}
+
+export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings> = {}) {
+  const { maxContextBytes, timerLease, retryFor } = { ...defaultStoreSettings, ...settings }
+  const sql = yield* PgClient.PgClient
+  const random = yield* SecureRandom.SecureRandom
+  const inTransaction = withTransactionRetry(sql, retryFor)
+  // Publishing has effects outside the database: a failed relay transaction is not retried here but by the relay.
+  const runOnce = withTransactionRetry(sql, Duration.zero)
+
+  const columns = sql`id, saga_type, current_state, status, context, correlation_id, lock_version, created_at, updated_at`
+
+  const selectSaga = (id: SagaId) =>
+    sql`SELECT ${columns} FROM orchestrator.saga_instances WHERE id = ${id}`.pipe(
+      Effect.flatMap((rows) => (rows[0] === undefined ? Effect.succeed(undefined) : toSaga(rows[0])))
+    )
+
+  const lockSaga = (id: SagaId) =>
+    sql`SELECT ${columns} FROM orchestrator.saga_instances WHERE id = ${id} FOR UPDATE`.pipe(
+      Effect.flatMap((rows) =>
+        rows[0] === undefined ? Effect.fail(new SagaNotFound({ sagaId: id })) : toSaga(rows[0])
+      )
+    )
+
+  const record = (saga: SagaInstance, fromState: string | null, event: string, detail: unknown, transitionId: string) =>
+    sql`
+      INSERT INTO orchestrator.saga_transitions
+        (saga_id, lock_version, from_state, to_state, status, event, detail, transition_id, at)
+      VALUES (${saga.id}, ${saga.lockVersion}, ${fromState}, ${saga.currentState}, ${saga.status}, ${event},
+              ${detail === undefined ? null : sql.json(detail)}, ${transitionId}, ${DateTime.toDateUtc(saga.updatedAt)})`
+
+  const arm = (saga: SagaInstance, timer: Timer | undefined, replacing: boolean) =>
+    timer === undefined
+      ? replacing
+        ? sql`DELETE FROM orchestrator.saga_timers WHERE saga_id = ${saga.id}`
+        : Effect.void
+      : sql`
+          INSERT INTO orchestrator.saga_timers (saga_id, due_at, awaiting, lock_version)
+          VALUES (${saga.id}, ${DateTime.toDateUtc(timer.dueAt)}, ${sql.json(timer.awaiting)}, ${saga.lockVersion})
+          ON CONFLICT (saga_id) DO UPDATE
+            SET due_at = excluded.due_at, awaiting = excluded.awaiting, lock_version = excluded.lock_version`
+
+  const enqueue = (saga: SagaInstance, messages: ReadonlyArray<OutboxMessage>) =>
+    Effect.gen(function* () {
+      const rows = yield* Effect.forEach(messages, (message) =>
+        random.uuidV7().pipe(
+          Effect.map((messageId): Record<string, unknown> => ({
+            message_id: messageId,
+            saga_id: saga.id,
+            correlation_id: saga.correlationId,
+            exchange: message.exchange,
+            routing_key: message.routingKey,
+            headers: sql.json(message.headers ?? {}),
+            payload: sql.json(message.payload)
+          }))
+        )
+      )
+      if (Arr.isReadonlyArrayNonEmpty(rows)) yield* sql`INSERT INTO orchestrator.saga_outbox ${sql.insert(rows)}`
+    })
+
+  const loadExisting = (key: string, sagaType: string) =>
+    Effect.gen(function* () {
+      const rows = yield* sql<{ saga_id: string }>`
+        SELECT saga_id FROM orchestrator.saga_idempotency_keys WHERE idempotency_key = ${key}`
+      if (rows[0] === undefined) return undefined
+      const existing = yield* lockSaga(rows[0].saga_id as SagaId).pipe(Effect.orDie)
+      if (existing.sagaType !== sagaType) {
+        return yield* new IdempotencyConflict({
+          idempotencyKey: key,
+          existingSagaId: existing.id,
+          existingSagaType: existing.sagaType
+        })
+      }
+      return existing
+    })
+
+  const create: SagaStore["Service"]["create"] = (input) =>
+    Effect.gen(function* () {
+      const context = yield* checkCreate(input, maxContextBytes)
+      // Generated once, outside the retried transaction: a retry after a commit whose acknowledgement was lost
+      // finds this id and does not start a second saga.
+      const id = (yield* random.uuidV7()) as SagaId
+      const transitionId = yield* random.uuidV7()
+      const insert = Effect.gen(function* () {
+        const key = input.idempotencyKey
+        if (key !== undefined) {
+          const existing = yield* loadExisting(key, input.sagaType)
+          if (existing !== undefined) return { saga: existing, created: existing.id === id }
+        }
+        const already = yield* selectSaga(id)
+        if (already !== undefined) return { saga: already, created: true }
+        const inserted = yield* sql`
+          INSERT INTO orchestrator.saga_instances (id, saga_type, current_state, status, context, correlation_id)
+          VALUES (${id}, ${input.sagaType}, ${input.state}, 'RUNNING', ${sql.json(context)}, ${input.correlationId ?? id})
+          RETURNING ${columns}`
+        const saga = yield* toSaga(inserted[0])
+        if (key !== undefined) {
+          const claimed = yield* sql`
+            INSERT INTO orchestrator.saga_idempotency_keys (idempotency_key, saga_id) VALUES (${key}, ${id})
+            ON CONFLICT (idempotency_key) DO NOTHING RETURNING saga_id`
+          if (claimed.length === 0) return yield* new KeyTaken()
+        }
+        yield* record(saga, null, "SagaStarted", undefined, transitionId)
+        yield* arm(saga, input.timer, false)
+        yield* enqueue(saga, input.messages ?? [])
+        return { saga, created: true }
+      })
+      // KeyTaken rolled the insert back; the next attempt finds the saga the concurrent create committed.
+      return yield* inTransaction("create", insert).pipe(Effect.retry({ while: (e) => e._tag === "KeyTaken", times: 3 }))
+    }).pipe(
+      Effect.catchTag("KeyTaken", () => Effect.die("idempotency key kept changing hands")),
+      Effect.withSpan("SagaStore.create")
+    )
+
+  const get: SagaStore["Service"]["get"] = (id) =>
+    selectSaga(id).pipe(
+      Effect.mapError(storeFailure("get")),
+      Effect.flatMap((saga) => (saga === undefined ? Effect.fail(new SagaNotFound({ sagaId: id })) : Effect.succeed(saga)))
+    )
+
+  const find: SagaStore["Service"]["find"] = (filter) =>
+    Effect.gen(function* () {
+      const { limit, after } = yield* checkFilter(filter)
+      const conditions = [
+        ...(filter.status === undefined ? [] : [sql`status = ${filter.status}`]),
+        ...(filter.sagaType === undefined ? [] : [sql`saga_type = ${filter.sagaType}`]),
+        ...(filter.state === undefined ? [] : [sql`current_state = ${filter.state}`]),
+        ...(filter.correlationId === undefined ? [] : [sql`correlation_id = ${filter.correlationId}`]),
+        ...(filter.context === undefined ? [] : [sql`context @> ${sql.json(filter.context)}`]),
+        ...(after === undefined ? [] : [sql`id < ${after}`])
+      ]
+      const rows = yield* sql`
+        SELECT ${columns} FROM orchestrator.saga_instances
+        WHERE ${sql.and(conditions)}
+        ORDER BY id DESC
+        LIMIT ${limit + 1}`.pipe(Effect.mapError(storeFailure("find")))
+      const items = yield* Effect.forEach(rows.slice(0, limit), toSaga)
+      const last = items.at(-1)
+      return { items, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.id) : null }
+    })
+
+  const history: SagaStore["Service"]["history"] = (id) =>
+    Effect.gen(function* () {
+      yield* get(id)
+      const rows = yield* sql`
+        SELECT lock_version, from_state, to_state, status, event, detail, at
+        FROM orchestrator.saga_transitions WHERE saga_id = ${id} ORDER BY lock_version`.pipe(
+        Effect.mapError(storeFailure("history"))
+      )
+      const decoded = yield* decodeTransitionRows(rows).pipe(Effect.orDie)
+      return decoded.map(
+        (row) =>
+          new Transition({
+            lockVersion: row.lock_version,
+            fromState: row.from_state,
+            toState: row.to_state,
+            status: row.status,
+            event: row.event,
+            detail: row.detail,
+            at: row.at
+          })
+      )
+    })
+
+  const findStuck: SagaStore["Service"]["findStuck"] = (olderThan, options) =>
+    Effect.gen(function* () {
+      const rows = yield* sql`
+        SELECT s.id, s.saga_type, s.current_state, s.status, s.context, s.correlation_id, s.lock_version,
+               s.created_at, s.updated_at, t.due_at AS timer_due_at, t.awaiting AS timer_awaiting
+        FROM orchestrator.saga_instances s
+        LEFT JOIN orchestrator.saga_timers t ON t.saga_id = s.id
+        WHERE s.status IN ('RUNNING', 'COMPENSATING')
+          AND s.updated_at <= now() - ${Duration.toMillis(olderThan)} * interval '1 millisecond'
+        ORDER BY s.updated_at
+        LIMIT ${options?.limit ?? 100}`.pipe(Effect.mapError(storeFailure("findStuck")))
+      return yield* Effect.forEach(rows, (row) =>
+        Effect.gen(function* () {
+          const saga = yield* toSaga(row)
+          const timer = yield* decodeTimerColumns(row).pipe(Effect.orDie)
+          return new StuckSaga({
+            saga,
+            timer:
+              timer.timer_due_at === null || timer.timer_awaiting === null
+                ? null
+                : { dueAt: timer.timer_due_at, awaiting: timer.timer_awaiting }
+          })
+        })
+      )
+    })
+
+  const claimDue: SagaStore["Service"]["claimDue"] = (now, limit) =>
+    Effect.gen(function* () {
+      const leasedUntil = DateTime.toDateUtc(DateTime.add(now, { milliseconds: Duration.toMillis(timerLease) }))
+      const rows = yield* sql`
+        WITH due AS (
+          SELECT saga_id, due_at FROM orchestrator.saga_timers
+          WHERE due_at <= ${DateTime.toDateUtc(now)}
+          ORDER BY due_at
+          LIMIT ${limit}
+          FOR UPDATE SKIP LOCKED
+        )
+        UPDATE orchestrator.saga_timers t SET due_at = ${leasedUntil}
+        FROM due WHERE t.saga_id = due.saga_id
+        RETURNING t.saga_id, t.lock_version, due.due_at, t.awaiting`.pipe(Effect.mapError(storeFailure("claimDue")))
+      const due = yield* decodeDueRows(rows).pipe(Effect.orDie)
+      return due
+        .map(
+          (row) =>
+            new DueTimer({
+              sagaId: row.saga_id as SagaId,
+              lockVersion: row.lock_version,
+              dueAt: row.due_at,
+              awaiting: row.awaiting
+            })
+        )
+        .sort((a, b) => DateTime.toEpochMillis(a.dueAt) - DateTime.toEpochMillis(b.dueAt))
+    })
+
+  const transact: SagaStore["Service"]["transact"] = (id, step, options) =>
+    Effect.gen(function* () {
+      const transitionId = yield* random.uuidV7()
+      let attempts = 0
+      const attempt = Effect.gen(function* () {
+        attempts += 1
+        const saga = yield* lockSaga(id)
+        // A retry after an ambiguous failure (the connection died around COMMIT): if our history row is there,
+        // the transaction committed and must not be applied again.
+        if (attempts > 1 && (yield* wasApplied(id, transitionId))) return saga
+        if (options?.expectedVersion !== undefined && options.expectedVersion !== saga.lockVersion) {
+          return yield* new VersionConflict({ sagaId: id, expected: options.expectedVersion, actual: saga.lockVersion })
+        }
+        const outcome = yield* step(saga)
+        if (outcome._tag === "Stay") return saga
+        const context = yield* checkAdvance(outcome, maxContextBytes)
+        const updated = yield* sql`
+          UPDATE orchestrator.saga_instances
+          SET current_state = ${outcome.state}, status = ${outcome.status}, context = ${sql.json(context)},
+              lock_version = lock_version + 1
+          WHERE id = ${id} AND lock_version = ${saga.lockVersion}
+          RETURNING ${columns}`
+        if (updated[0] === undefined) {
+          const current = yield* selectSaga(id)
+          return yield* new VersionConflict({
+            sagaId: id,
+            expected: saga.lockVersion,
+            actual: current?.lockVersion ?? -1
+          })
+        }
+        const next = yield* toSaga(updated[0])
+        yield* record(next, saga.currentState, outcome.event, outcome.detail, transitionId)
+        yield* arm(next, outcome.timer, true)
+        yield* enqueue(next, outcome.messages ?? [])
+        return next
+      })
+      return yield* inTransaction("transact", attempt)
+    }).pipe(Effect.withSpan("SagaStore.transact", { attributes: { "saga.id": id } }))
+
+  const wasApplied = (id: SagaId, transitionId: string) =>
+    sql`SELECT 1 FROM orchestrator.saga_transitions WHERE saga_id = ${id} AND transition_id = ${transitionId}`.pipe(
+      Effect.map((rows) => rows.length > 0)
+    )
+
+  const publishOutbox: SagaStore["Service"]["publishOutbox"] = (limit, publish) =>
+    runOnce(
+      "publishOutbox",
+      Effect.gen(function* () {
+        const rows = yield* sql`
+          SELECT id, message_id, saga_id, correlation_id, exchange, routing_key, headers, payload, created_at
+          FROM orchestrator.saga_outbox ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED`
+        if (rows.length === 0) return 0
+        const decoded = yield* decodeOutboxRows(rows).pipe(Effect.orDie)
+        yield* publish(
+          decoded.map(
+            (row) =>
+              new PendingMessage({
+                messageId: row.message_id,
+                sagaId: row.saga_id as SagaId,
+                correlationId: row.correlation_id,
+                exchange: row.exchange,
+                routingKey: row.routing_key,
+                payload: row.payload,
+                headers: row.headers,
+                createdAt: row.created_at
+              })
+          )
+        )
+        yield* sql`DELETE FROM orchestrator.saga_outbox WHERE id IN ${sql.in(decoded.map((row) => row.id))}`
+        return decoded.length
+      })
+    )
+
+  return SagaStore.of({ create, get, find, history, findStuck, claimDue, transact, publishOutbox })
+})
+
+/** The store on the `PgClient` in context. */
+export const layerNoDeps = (settings: Partial<StoreSettings> = {}) =>
+  Layer.effect(SagaStore, make(settings)).pipe(Layer.provide(SecureRandom.layerWebCrypto))

@@ -1,0 +1,132 @@
+import { Context, Data, type DateTime, type Duration, type Effect } from "effect"
+import type {
+  ContextTooLarge,
+  IdempotencyConflict,
+  InvalidSagaData,
+  SagaNotFound,
+  StoreUnavailable,
+  VersionConflict
+} from "../domain/errors.ts"
+import type {
+  DueTimer,
+  OutboxMessage,
+  PendingMessage,
+  SagaContext,
+  SagaId,
+  SagaInstance,
+  SagaStatus,
+  StuckSaga,
+  Timer,
+  Transition
+} from "../domain/Saga.ts"
+
+export interface CreateSaga {
+  readonly sagaType: string
+  readonly state: string
+  readonly context: SagaContext
+  /** End-to-end trace id; defaults to the saga id. */
+  readonly correlationId?: string | undefined
+  /** Same key → same saga: a repeated create returns the saga the key first started. */
+  readonly idempotencyKey?: string | undefined
+  /** Written to the outbox in the creating transaction (typically the first task). */
+  readonly messages?: ReadonlyArray<OutboxMessage> | undefined
+  readonly timer?: Timer | undefined
+}
+
+export interface Created {
+  readonly saga: SagaInstance
+  /** false when the idempotency key had already started this saga. */
+  readonly created: boolean
+}
+
+export interface SagaFilter {
+  readonly status?: SagaStatus | undefined
+  readonly sagaType?: string | undefined
+  readonly state?: string | undefined
+  readonly correlationId?: string | undefined
+  /** JSON containment (`context @> filter`). */
+  readonly context?: SagaContext | undefined
+  /** Page size, 1..500 (default 50). */
+  readonly limit?: number | undefined
+  /** `nextCursor` of the previous page. */
+  readonly cursor?: string | undefined
+}
+
+export interface SagaPage {
+  readonly items: ReadonlyArray<SagaInstance>
+  readonly nextCursor: string | null
+}
+
+/**
+ * What a step decided. `Advance` is one versioned write: new state, status and context, the messages to send, the
+ * timer that replaces the saga's current one (none when absent), and the history event. `Stay` writes nothing.
+ */
+export type StepOutcome = Data.TaggedEnum<{
+  Advance: {
+    readonly state: string
+    readonly status: SagaStatus
+    readonly context: SagaContext
+    readonly event: string
+    readonly detail?: unknown
+    readonly messages?: ReadonlyArray<OutboxMessage> | undefined
+    readonly timer?: Timer | undefined
+  }
+  Stay: {}
+}>
+export const StepOutcome = Data.taggedEnum<StepOutcome>()
+
+export type StoreError = StoreUnavailable
+export type TransactError = SagaNotFound | VersionConflict | ContextTooLarge | InvalidSagaData | StoreUnavailable
+
+export interface TransactOptions {
+  /** Fail with `VersionConflict` unless the saga is at this version (an operator's `If-Match`, a claimed timer). */
+  readonly expectedVersion?: number | undefined
+}
+
+/**
+ * The saga state store. Every change to a saga goes through `transact`: one transaction doing the locked read,
+ * the step's decision, the versioned write, and the outbox, timer and history writes, all or nothing.
+ */
+export class SagaStore extends Context.Service<
+  SagaStore,
+  {
+    /** Starts a saga at lock version 0 and records it in the history. */
+    readonly create: (
+      input: CreateSaga
+    ) => Effect.Effect<Created, ContextTooLarge | InvalidSagaData | IdempotencyConflict | StoreError>
+    readonly get: (id: SagaId) => Effect.Effect<SagaInstance, SagaNotFound | StoreError>
+    /** Newest first, keyset-paginated. */
+    readonly find: (filter: SagaFilter) => Effect.Effect<SagaPage, InvalidSagaData | StoreError>
+    /** The saga's transitions in version order. */
+    readonly history: (id: SagaId) => Effect.Effect<ReadonlyArray<Transition>, SagaNotFound | StoreError>
+    /** Active sagas whose last change is older than `olderThan`, oldest first, with what each waits for. */
+    readonly findStuck: (
+      olderThan: Duration.Duration,
+      options?: { readonly limit?: number | undefined }
+    ) => Effect.Effect<ReadonlyArray<StuckSaga>, StoreError>
+    /**
+     * Claims up to `limit` timers due at `now`. A claim pushes the timer back by the lease, so other instances do
+     * not see it meanwhile; if the claimer dies the timer comes due again. Fire it with
+     * `transact(id, step, { expectedVersion: claim.lockVersion })`: once the saga has moved on, that is a conflict.
+     */
+    readonly claimDue: (now: DateTime.Utc, limit: number) => Effect.Effect<ReadonlyArray<DueTimer>, StoreError>
+    /**
+     * Runs `step` on the locked saga and writes its outcome in the same transaction. Retryable database failures
+     * re-run the whole transaction (and so the step) from a fresh read; a transaction whose commit was in doubt
+     * is detected and not applied twice.
+     */
+    readonly transact: <E, R>(
+      id: SagaId,
+      step: (saga: SagaInstance) => Effect.Effect<StepOutcome, E, R>,
+      options?: TransactOptions
+    ) => Effect.Effect<SagaInstance, E | TransactError, R>
+    /**
+     * Hands up to `limit` committed outbox messages, oldest first, to `publish`, and deletes them once it
+     * succeeds. Messages are claimed with SKIP LOCKED, so several relays never publish the same batch at once.
+     */
+    readonly publishOutbox: <E, R>(
+      limit: number,
+      publish: (messages: ReadonlyArray<PendingMessage>) => Effect.Effect<void, E, R>
+    ) => Effect.Effect<number, E | StoreError, R>
+  }
+>()("saga-orchestrator/store/SagaStore") {}

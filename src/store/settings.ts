@@ -1,0 +1,16 @@
+import { Duration } from "effect"
+
+export interface StoreSettings {
+  /** Largest accepted context, in bytes of its JSON text. */
+  readonly maxContextBytes: number
+  /** How long a claimed timer stays hidden from other instances before it comes due again. */
+  readonly timerLease: Duration.Duration
+  /** How long `transact` keeps retrying retryable database failures before giving up. */
+  readonly retryFor: Duration.Duration
+}
+
+export const defaultStoreSettings: StoreSettings = {
+  maxContextBytes: 64 * 1024,
+  timerLease: Duration.seconds(30),
+  retryFor: Duration.seconds(30)
+}

@@ -1,0 +1,67 @@
+/**
+ * Running a transaction so that it either commits once or fails with a typed error.
+ *
+ * When the connection dies inside `sql.withTransaction` (server restart, failover), @effect/sql-pg reports it as a
+ * defect (the rollback is `orDie`), not as a typed failure. It is turned back into its `SqlError` here, at the one
+ * place that runs saga transactions, so that retryable failures are retried from a fresh transaction.
+ */
+import { Duration, Effect, Schedule } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import { isSqlError, type SqlError } from "effect/sql/SqlError"
+import { StoreUnavailable } from "../domain/errors.ts"
+
+/**
+ * SQLSTATEs worth a fresh attempt beyond those the driver marks retryable: the server shutting down or restarting
+ * (57P01..57P03) and a write reaching a standby during a switchover (25006).
+ */
+const retryableSqlStates = new Set(["57P01", "57P02", "57P03", "25006", "40001", "40P01"])
+
+const sqlState = (error: SqlError): string | undefined => {
+  const cause = error.reason.cause
+  return typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string"
+    ? cause.code
+    : undefined
+}
+
+export const isRetryable = (error: SqlError): boolean =>
+  error.isRetryable || retryableSqlStates.has(sqlState(error) ?? "")
+
+/** What the server said, for the error shown to callers and operators (never connection parameters). */
+export const describe = (error: SqlError): string => {
+  const cause = error.reason.cause
+  const serverMessage = cause instanceof Error ? cause.message : undefined
+  const code = sqlState(error)
+  return [error.reason._tag, code && `SQLSTATE ${code}`, serverMessage].filter(Boolean).join(": ")
+}
+
+export const storeFailure = (operation: string) => (error: SqlError) =>
+  new StoreUnavailable({ operation, reason: describe(error) })
+
+const recoverConnectionDefect = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+  Effect.catchDefect(self, (defect) => (isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect)))
+
+/** Exponential back-off from 20 ms, each wait at most 1 s, for at most `retryFor` in all. */
+export const retrySchedule = (retryFor: Duration.Duration) =>
+  Schedule.max([
+    Schedule.exponential("20 millis").pipe(
+      Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, Duration.seconds(1)))),
+      Schedule.jittered
+    ),
+    Schedule.during(retryFor)
+  ])
+
+/**
+ * Runs `body` in a transaction, retrying retryable failures from a fresh transaction. The body must be safe to run
+ * again: it starts with a locked read, so a retry decides again on what is committed.
+ */
+export const withTransactionRetry =
+  (sql: SqlClient, retryFor: Duration.Duration) =>
+  <A, E, R>(operation: string, body: Effect.Effect<A, E, R>): Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R> =>
+    sql.withTransaction(body).pipe(
+      recoverConnectionDefect,
+      Effect.retry({
+        while: (error: E | SqlError) => isSqlError(error) && isRetryable(error),
+        schedule: retrySchedule(retryFor)
+      }),
+      Effect.catchIf(isSqlError, (error) => Effect.fail(storeFailure(operation)(error)))
+    ) as Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R>

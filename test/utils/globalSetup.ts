@@ -1,0 +1,47 @@
+/**
+ * Runs once before all test files: checks that PostgreSQL is reachable (stopping at once with what to start when it
+ * is not), drops databases left by runs that are gone, and bootstraps the template every test database of this run
+ * is copied from. Database names carry the runner's pid, so runs side by side keep out of each other's way.
+ */
+import type { TestProject } from "vitest/node"
+import { bootstrap, pg, psql } from "./postgres.ts"
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    readonly templateDatabase: string
+  }
+}
+
+const isAlive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export default async function setup(project: TestProject) {
+  try {
+    await psql("postgres", ["-c", "SELECT 1"])
+  } catch (error) {
+    throw new Error(
+      `PostgreSQL is not reachable at ${pg.host}:${pg.port} as ${pg.superuser} (${String(error).trim()}).\n` +
+        "Start it (on Debian: pg_ctlcluster --skip-systemctl-redirect 15 main start) or point ORCH_TEST_PG_HOST / " +
+        "ORCH_TEST_PG_PORT at one; `bash .ci/run` starts everything the tests need."
+    )
+  }
+  const existing = await psql("postgres", ["-At", "-c", "SELECT datname FROM pg_database WHERE datname ~ '^orch_t(pl)?_'"])
+  for (const name of existing.split("\n").filter(Boolean)) {
+    const pid = Number(name.split("_")[2])
+    if (!isAlive(pid)) await psql("postgres", ["-c", `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`])
+  }
+  const template = `orch_tpl_${process.pid}`
+  await psql("postgres", ["-c", `DROP DATABASE IF EXISTS ${template} WITH (FORCE)`])
+  await psql("postgres", ["-c", `CREATE DATABASE ${template}`])
+  await bootstrap(template)
+  project.provide("templateDatabase", template)
+  return async () => {
+    await psql("postgres", ["-c", `DROP DATABASE IF EXISTS ${template} WITH (FORCE)`])
+  }
+}

@@ -1,0 +1,32 @@
+/**
+ * Where the tests find PostgreSQL: the machine's own cluster unless ORCH_TEST_PG_* says otherwise. Local
+ * connections as the superuser `postgres` are trusted on these machines; the service itself connects as the
+ * roles created by docker/postgres/bootstrap.sql.
+ */
+import { execFile } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
+
+export const pg = {
+  host: process.env.ORCH_TEST_PG_HOST ?? "127.0.0.1",
+  port: Number(process.env.ORCH_TEST_PG_PORT ?? 5432),
+  superuser: process.env.ORCH_TEST_PG_SUPERUSER ?? "postgres"
+}
+
+export const passwords = { owner: "owner-test-secret", app: "app-test-secret" }
+export const bootstrapSql = fileURLToPath(new URL("../../docker/postgres/bootstrap.sql", import.meta.url))
+
+const run = promisify(execFile)
+
+/** Runs psql as the superuser; resolves with stdout, rejects with psql's stderr. */
+export const psql = async (database: string, args: ReadonlyArray<string>): Promise<string> => {
+  const { stdout } = await run(
+    "psql",
+    ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.host, "-p", String(pg.port), "-U", pg.superuser, "-d", database, ...args],
+    { env: { ...process.env, PGCONNECT_TIMEOUT: "5" } }
+  )
+  return stdout
+}
+
+export const bootstrap = (database: string) =>
+  psql(database, ["-v", `owner_password=${passwords.owner}`, "-v", `app_password=${passwords.app}`, "-f", bootstrapSql])
