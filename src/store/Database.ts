@@ -3,7 +3,8 @@
  * own that closes as soon as they are applied; the runtime pool uses the DML-only role and never runs DDL.
  */
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Effect, Option, type Redacted } from "effect"
+import { Effect, FileSystem, Option, type Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
 import * as MigratorFileSystem from "effect/sql/MigratorFileSystem"
 import { fileURLToPath } from "node:url"
 import type { DatabaseConfig } from "../Config.ts"
@@ -52,3 +53,32 @@ export const migrate = Effect.fnUntraced(function* (db: DatabaseConfig) {
   }).pipe(Effect.provide(connection(db, owner.user, owner.password, 1)))
 })
 
+
+export class SchemaNotCurrent extends Schema.TaggedError<SchemaNotCurrent>()("SchemaNotCurrent", {
+  applied: Schema.Int,
+  required: Schema.Int
+}) {
+  override get message() {
+    return `the database schema is at migration ${this.applied} but this version needs ${this.required}: run \`orchestrator migrate\` with the migration credentials (or set ORCH_DB_MIGRATION_USER)`
+  }
+}
+
+/** The highest migration id shipped with this version of the service. */
+export const requiredMigration = Effect.gen(function* () {
+  const fs = yield* FileSystem.FileSystem
+  const files = yield* fs.readDirectory(migrationsDirectory).pipe(Effect.orDie)
+  return Math.max(0, ...files.map((file) => Number(/^(\d+)_/.exec(file)?.[1] ?? 0)))
+})
+
+/** Fails unless every migration this version ships has been applied; runs as the runtime role (read only). */
+export const checkSchemaCurrent = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const required = yield* requiredMigration
+  const exists = yield* sql<{ present: boolean }>`SELECT to_regclass(${migrationsTable}) IS NOT NULL AS present`
+  const rows = exists[0]?.present
+    ? yield* sql<{ latest: number | null }>`SELECT max(migration_id) AS latest FROM ${sql(migrationsTable)}`
+    : []
+  const applied = rows[0]?.latest ?? 0
+  if (applied < required) return yield* new SchemaNotCurrent({ applied, required })
+  return applied
+})

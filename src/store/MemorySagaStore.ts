@@ -193,6 +193,12 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         return next
       }).pipe(lock.withPermits(1)),
 
+    summary: Effect.sync(() => {
+      const byStatus = { RUNNING: 0, COMPENSATING: 0, COMPLETED: 0, FAILED: 0, CANCELLED: 0 }
+      for (const saga of sagas.values()) byStatus[saga.status] += 1
+      return { byStatus, outboxPending: outbox.length }
+    }),
+
     publishOutbox: (limit, publish) =>
       Effect.gen(function* () {
         const batch = outbox.slice(0, limit)

@@ -386,7 +386,16 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       })
     )
 
-  return SagaStore.of({ create, get, find, history, findStuck, claimDue, transact, publishOutbox })
+  const summary: SagaStore["Service"]["summary"] = Effect.gen(function* () {
+    const rows = yield* sql<{ status: SagaStatus; count: number }>`
+      SELECT status, count(*)::int AS count FROM orchestrator.saga_instances GROUP BY status`
+    const outbox = yield* sql<{ count: number }>`SELECT count(*)::int AS count FROM orchestrator.saga_outbox`
+    const byStatus = { RUNNING: 0, COMPENSATING: 0, COMPLETED: 0, FAILED: 0, CANCELLED: 0 }
+    for (const row of rows) byStatus[row.status] = row.count
+    return { byStatus, outboxPending: outbox[0]?.count ?? 0 }
+  }).pipe(Effect.mapError(storeFailure("summary")))
+
+  return SagaStore.of({ create, get, find, history, findStuck, claimDue, transact, summary, publishOutbox })
 })
 
 /** The store on the `PgClient` in context. */

@@ -75,6 +75,12 @@ export type StepOutcome = Data.TaggedEnum<{
 }>
 export const StepOutcome = Data.taggedEnum<StepOutcome>()
 
+export interface StoreSummary {
+  readonly byStatus: Readonly<Record<SagaStatus, number>>
+  /** Committed messages not yet confirmed by the broker. */
+  readonly outboxPending: number
+}
+
 export type StoreError = StoreUnavailable
 export type TransactError = SagaNotFound | VersionConflict | ContextTooLarge | InvalidSagaData | StoreUnavailable
 
@@ -124,6 +130,8 @@ export class SagaStore extends Context.Service<
      * Hands up to `limit` committed outbox messages, oldest first, to `publish`, and deletes them once it
      * succeeds. Messages are claimed with SKIP LOCKED, so several relays never publish the same batch at once.
      */
+    /** Sagas by status and the outbox backlog, for health reports and metrics. */
+    readonly summary: Effect.Effect<StoreSummary, StoreError>
     readonly publishOutbox: <E, R>(
       limit: number,
       publish: (messages: ReadonlyArray<PendingMessage>) => Effect.Effect<void, E, R>
