@@ -126,7 +126,9 @@ export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem | Pat
     httpPort: yield* Config.Port("ORCH_HTTP_PORT").pipe(Config.withDefault(8080)),
     secretsDir,
     otlpEndpoint: yield* optionalString("ORCH_OTLP_ENDPOINT"),
-    maxContextBytes: yield* Config.Int("ORCH_MAX_CONTEXT_BYTES").pipe(Config.withDefault(65536))
+    maxContextBytes: yield* Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "ORCH_MAX_CONTEXT_BYTES").pipe(
+      Config.withDefault(65536)
+    )
   }
 }).pipe(
   Effect.catchTag("ConfigError", (error) => Effect.fail(new InvalidConfig({ reason: error.message })))

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { NodeServices } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { Command } from "effect/cli"
 import { migrate } from "./commands/migrate.ts"
 import { serve } from "./commands/serve.ts"
 import { AppConfig } from "./Config.ts"
+import { runMain } from "./runMain.ts"
 
 const orchestrator = Command.make("orchestrator").pipe(
   Command.withDescription("Saga orchestrator of the Balance+ platform"),
@@ -14,5 +15,5 @@ const orchestrator = Command.make("orchestrator").pipe(
 orchestrator.pipe(
   Command.run({ version: "0.1.0" }),
   Effect.provide(AppConfig.layer.pipe(Layer.provideMerge(NodeServices.layer))),
-  NodeRuntime.runMain
+  runMain
 )

@@ -1,5 +1,5 @@
-import { NodeRuntime } from "@effect/platform-node"
 import { Layer } from "effect"
 import * as Orchestrator from "./Orchestrator.ts"
+import { runMain } from "./runMain.ts"
 
-Layer.launch(Orchestrator.layer).pipe(NodeRuntime.runMain)
+Layer.launch(Orchestrator.layer).pipe(runMain)

@@ -1,0 +1,107 @@
+import { NodeServices } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Option, Redacted } from "effect"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { inspect } from "node:util"
+import { load } from "../src/Config.ts"
+
+const secretsDir = (files: Record<string, string>) => {
+  const dir = mkdtempSync(join(tmpdir(), "orch-secrets-"))
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content)
+  return dir
+}
+
+const loadWith = (env: Record<string, string>) =>
+  load.pipe(
+    Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env })),
+    Effect.provide(NodeServices.layer)
+  )
+
+const reasonOf = (env: Record<string, string>) =>
+  Effect.flip(loadWith(env)).pipe(Effect.map((error) => error.reason))
+
+describe("AppConfig", () => {
+  it.effect("runs embedded with an in-memory broker when nothing is configured", () =>
+    Effect.gen(function* () {
+      const config = yield* loadWith({ ORCH_SECRETS_DIR: secretsDir({}) })
+      assert.isTrue(Option.isNone(config.database))
+      assert.isTrue(Option.isNone(config.amqp))
+      assert.strictEqual(config.httpPort, 8080)
+      assert.strictEqual(config.maxContextBytes, 65536)
+      assert.isTrue(Option.isNone(config.otlpEndpoint))
+    }))
+
+  it.effect("reads the database settings from the environment and its passwords from files", () =>
+    Effect.gen(function* () {
+      const dir = secretsDir({ db_password: "app-secret\n", db_migration_password: "owner-secret\n" })
+      const config = yield* loadWith({
+        ORCH_SECRETS_DIR: dir,
+        ORCH_DB_HOST: "db.internal",
+        ORCH_DB_PORT: "6432",
+        ORCH_DB_NAME: "balance",
+        ORCH_DB_MIGRATION_USER: "orchestrator_owner",
+        ORCH_DB_SSL: "verify-full",
+        ORCH_MAX_CONTEXT_BYTES: "1024"
+      })
+      const db = Option.getOrThrow(config.database)
+      assert.deepInclude(db, { host: "db.internal", port: 6432, database: "balance", user: "orchestrator_app", ssl: "verify-full" })
+      assert.strictEqual(Redacted.value(db.password), "app-secret")
+      const migration = Option.getOrThrow(db.migration)
+      assert.strictEqual(migration.user, "orchestrator_owner")
+      assert.strictEqual(Redacted.value(migration.password), "owner-secret")
+      assert.strictEqual(config.maxContextBytes, 1024)
+      // Secrets never show when the configuration is printed or logged.
+      for (const shown of [inspect(config, { depth: 10 }), JSON.stringify(config), String(db.password)]) {
+        assert.notInclude(shown, "app-secret")
+        assert.notInclude(shown, "owner-secret")
+      }
+    }))
+
+  it.effect("names the missing secret file", () =>
+    Effect.gen(function* () {
+      const dir = secretsDir({})
+      assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_DB_HOST: "db" }), `${dir}/db_password`)
+      const withApp = secretsDir({ db_password: "x" })
+      assert.include(
+        yield* reasonOf({ ORCH_SECRETS_DIR: withApp, ORCH_DB_HOST: "db", ORCH_DB_MIGRATION_USER: "owner" }),
+        `${withApp}/db_migration_password`
+      )
+      assert.include(
+        yield* reasonOf({ ORCH_SECRETS_DIR: withApp, ORCH_AMQP_URL: "amqp://orchestrator@127.0.0.1:5672/" }),
+        `${withApp}/amqp_password`
+      )
+    }))
+
+  it.effect.each([
+    ["ORCH_DB_PASSWORD", "db_password"],
+    ["PGPASSWORD", "db_password"],
+    ["ORCH_DB_MIGRATION_PASSWORD", "db_migration_password"],
+    ["ORCH_AMQP_PASSWORD", "amqp_password"]
+  ] as const)("refuses a password in %s, naming the file to use", ([variable, file]) =>
+    Effect.gen(function* () {
+      const reason = yield* reasonOf({ ORCH_SECRETS_DIR: secretsDir({ db_password: "x" }), [variable]: "hunter2" })
+      assert.include(reason, variable)
+      assert.include(reason, `secret file ${file}`)
+      assert.notInclude(reason, "hunter2")
+    }))
+
+  it.effect("refuses a password inside ORCH_AMQP_URL without repeating it", () =>
+    Effect.gen(function* () {
+      const reason = yield* reasonOf({
+        ORCH_SECRETS_DIR: secretsDir({ amqp_password: "x" }),
+        ORCH_AMQP_URL: "amqp://orchestrator:hunter2@127.0.0.1:5672/"
+      })
+      assert.include(reason, "amqp_password")
+      assert.notInclude(reason, "hunter2")
+    }))
+
+  it.effect("refuses an unknown TLS mode and a bad port", () =>
+    Effect.gen(function* () {
+      const dir = secretsDir({ db_password: "x" })
+      assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_DB_HOST: "db", ORCH_DB_SSL: "prefer" }), "ORCH_DB_SSL")
+      assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_DB_HOST: "db", ORCH_DB_PORT: "99999" }), "ORCH_DB_PORT")
+      assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_MAX_CONTEXT_BYTES: "0" }), "ORCH_MAX_CONTEXT_BYTES")
+    }))
+})

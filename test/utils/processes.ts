@@ -1,0 +1,78 @@
+/**
+ * The service as an OS process, for tests that need real process boundaries: several instances at once, exit
+ * codes, signals. Output is collected so a test can wait for a line (with a deadline) instead of sleeping.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Effect } from "effect"
+
+export const projectRoot = new URL("../..", import.meta.url).pathname
+
+export interface RunningProcess {
+  readonly child: ChildProcess
+  readonly output: () => string
+  /** Resolves once the output matches, fails when the process exits first or the deadline passes. */
+  readonly waitFor: (pattern: RegExp, timeoutMs?: number) => Effect.Effect<string, Error>
+  /** Resolves with the exit code (or the signal's name) once the process has ended. */
+  readonly exited: Effect.Effect<number | string>
+}
+
+export const start = (args: ReadonlyArray<string>, env: Record<string, string>): RunningProcess => {
+  const child = spawn(process.execPath, args, {
+    cwd: projectRoot,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let output = ""
+  const listeners = new Set<() => void>()
+  const onData = (chunk: Buffer) => {
+    output += chunk.toString("utf8")
+    for (const listener of listeners) listener()
+  }
+  child.stdout?.on("data", onData)
+  child.stderr?.on("data", onData)
+  const exit = new Promise<number | string>((resolve) =>
+    child.on("exit", (code, signal) => {
+      for (const listener of listeners) listener()
+      resolve(code ?? signal ?? "unknown")
+    })
+  )
+  const waitFor = (pattern: RegExp, timeoutMs = 30_000) =>
+    Effect.callback<string, Error>((resume) => {
+      const check = () => {
+        const match = pattern.exec(output)
+        if (match) resume(Effect.succeed(match[0]))
+        else if (child.exitCode !== null || child.signalCode !== null) {
+          resume(Effect.fail(new Error(`process exited before printing ${pattern}:\n${output}`)))
+        }
+      }
+      const timer = setTimeout(
+        () => resume(Effect.fail(new Error(`no ${pattern} within ${timeoutMs} ms:\n${output}`))),
+        timeoutMs
+      )
+      listeners.add(check)
+      check()
+      return Effect.sync(() => {
+        clearTimeout(timer)
+        listeners.delete(check)
+      })
+    })
+  return { child, output: () => output, waitFor, exited: Effect.promise(() => exit) }
+}
+
+/** Starts a process for the scope's lifetime; killed (SIGKILL) if still running when the scope closes. */
+export const startScoped = (args: ReadonlyArray<string>, env: Record<string, string>) =>
+  Effect.acquireRelease(Effect.sync(() => start(args, env)), (running) =>
+    Effect.sync(() => {
+      if (running.child.exitCode === null && running.child.signalCode === null) running.child.kill("SIGKILL")
+    })
+  )
+
+/** A secrets directory holding the given files, as the service expects them in ORCH_SECRETS_DIR. */
+export const secretsDirectory = (files: Record<string, string>): string => {
+  const dir = mkdtempSync(join(tmpdir(), "orch-secrets-"))
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), `${content}\n`, { mode: 0o600 })
+  return dir
+}
