@@ -380,6 +380,23 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.strictEqual((yield* store.get(saga.id)).currentState, "MESHING")
       }))
 
+    it.effect("summarises sagas by status and the outbox backlog", () =>
+      Effect.gen(function* () {
+        const store = yield* SagaStore
+        yield* drainOutbox
+        const before = yield* store.summary
+        const { saga } = yield* start({ messages: [mesh, mesh] })
+        yield* start()
+        yield* store.transact(saga.id, (s) =>
+          Effect.succeed(StepOutcome.Advance({ state: "DONE", status: "FAILED", context: s.context, event: "Failed" }))
+        )
+        const after = yield* store.summary
+        assert.strictEqual(after.byStatus.RUNNING - before.byStatus.RUNNING, 1)
+        assert.strictEqual(after.byStatus.FAILED - before.byStatus.FAILED, 1)
+        assert.strictEqual(after.byStatus.COMPLETED, before.byStatus.COMPLETED)
+        assert.strictEqual(after.outboxPending, 2)
+      }))
+
     it.effect("publishes committed outbox messages oldest first and deletes what was published", () =>
       Effect.gen(function* () {
         const store = yield* SagaStore
