@@ -130,9 +130,7 @@ export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem | Pat
       Config.withDefault(65536)
     )
   }
-}).pipe(
-  Effect.catchTag("ConfigError", (error) => Effect.fail(new InvalidConfig({ reason: error.message })))
-)
+}).pipe(Effect.catchTag("ConfigError", (error) => Effect.fail(new InvalidConfig({ reason: error.message }))))
 
 export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("saga-orchestrator/Config/AppConfig") {
   static readonly layer = Layer.effect(AppConfig, load)

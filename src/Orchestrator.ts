@@ -24,7 +24,9 @@ const prepare = Effect.fnUntraced(function* (db: DatabaseConfig) {
   if (Option.isNone(db.migration)) return
   const applied = yield* migrate(db)
   yield* Effect.logInfo(
-    applied.length === 0 ? "schema is up to date" : `applied migrations: ${applied.map(([id, name]) => `${id}_${name}`).join(", ")}`
+    applied.length === 0
+      ? "schema is up to date"
+      : `applied migrations: ${applied.map(([id, name]) => `${id}_${name}`).join(", ")}`
   )
 })
 
@@ -43,7 +45,10 @@ const database = Layer.unwrap(
 
 const store = Layer.unwrap(
   Effect.map(AppConfig, (config) => PgSagaStore.layerNoDeps({ maxContextBytes: config.maxContextBytes }))
-).pipe(Layer.provideMerge(database), Layer.tap((context) => Effect.asVoid(Effect.provideContext(checkSchemaCurrent, context))))
+).pipe(
+  Layer.provideMerge(database),
+  Layer.tap((context) => Effect.asVoid(Effect.provideContext(checkSchemaCurrent, context)))
+)
 
 const reportHealth = Effect.gen(function* () {
   const store = yield* SagaStore

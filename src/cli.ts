@@ -2,9 +2,9 @@
 import { NodeServices } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { Command } from "effect/cli"
+import { AppConfig } from "./Config.ts"
 import { migrate } from "./commands/migrate.ts"
 import { serve } from "./commands/serve.ts"
-import { AppConfig } from "./Config.ts"
 import { runMain } from "./runMain.ts"
 
 const orchestrator = Command.make("orchestrator").pipe(

@@ -1,10 +1,10 @@
-import { NodeServices } from "@effect/platform-node"
-import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Option, Redacted } from "effect"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { inspect } from "node:util"
+import { NodeServices } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Option, Redacted } from "effect"
 import { load } from "../src/Config.ts"
 
 const secretsDir = (files: Record<string, string>) => {
@@ -19,8 +19,7 @@ const loadWith = (env: Record<string, string>) =>
     Effect.provide(NodeServices.layer)
   )
 
-const reasonOf = (env: Record<string, string>) =>
-  Effect.flip(loadWith(env)).pipe(Effect.map((error) => error.reason))
+const reasonOf = (env: Record<string, string>) => Effect.flip(loadWith(env)).pipe(Effect.map((error) => error.reason))
 
 describe("AppConfig", () => {
   it.effect("runs embedded with an in-memory broker when nothing is configured", () =>
@@ -31,7 +30,8 @@ describe("AppConfig", () => {
       assert.strictEqual(config.httpPort, 8080)
       assert.strictEqual(config.maxContextBytes, 65536)
       assert.isTrue(Option.isNone(config.otlpEndpoint))
-    }))
+    })
+  )
 
   it.effect("reads the database settings from the environment and its passwords from files", () =>
     Effect.gen(function* () {
@@ -46,7 +46,13 @@ describe("AppConfig", () => {
         ORCH_MAX_CONTEXT_BYTES: "1024"
       })
       const db = Option.getOrThrow(config.database)
-      assert.deepInclude(db, { host: "db.internal", port: 6432, database: "balance", user: "orchestrator_app", ssl: "verify-full" })
+      assert.deepInclude(db, {
+        host: "db.internal",
+        port: 6432,
+        database: "balance",
+        user: "orchestrator_app",
+        ssl: "verify-full"
+      })
       assert.strictEqual(Redacted.value(db.password), "app-secret")
       const migration = Option.getOrThrow(db.migration)
       assert.strictEqual(migration.user, "orchestrator_owner")
@@ -57,7 +63,8 @@ describe("AppConfig", () => {
         assert.notInclude(shown, "app-secret")
         assert.notInclude(shown, "owner-secret")
       }
-    }))
+    })
+  )
 
   it.effect("names the missing secret file", () =>
     Effect.gen(function* () {
@@ -72,7 +79,8 @@ describe("AppConfig", () => {
         yield* reasonOf({ ORCH_SECRETS_DIR: withApp, ORCH_AMQP_URL: "amqp://orchestrator@127.0.0.1:5672/" }),
         `${withApp}/amqp_password`
       )
-    }))
+    })
+  )
 
   it.effect.each([
     ["ORCH_DB_PASSWORD", "db_password"],
@@ -85,7 +93,8 @@ describe("AppConfig", () => {
       assert.include(reason, variable)
       assert.include(reason, `secret file ${file}`)
       assert.notInclude(reason, "hunter2")
-    }))
+    })
+  )
 
   it.effect("refuses a password inside ORCH_AMQP_URL without repeating it", () =>
     Effect.gen(function* () {
@@ -95,13 +104,21 @@ describe("AppConfig", () => {
       })
       assert.include(reason, "amqp_password")
       assert.notInclude(reason, "hunter2")
-    }))
+    })
+  )
 
   it.effect("refuses an unknown TLS mode and a bad port", () =>
     Effect.gen(function* () {
       const dir = secretsDir({ db_password: "x" })
-      assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_DB_HOST: "db", ORCH_DB_SSL: "prefer" }), "ORCH_DB_SSL")
-      assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_DB_HOST: "db", ORCH_DB_PORT: "99999" }), "ORCH_DB_PORT")
+      assert.include(
+        yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_DB_HOST: "db", ORCH_DB_SSL: "prefer" }),
+        "ORCH_DB_SSL"
+      )
+      assert.include(
+        yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_DB_HOST: "db", ORCH_DB_PORT: "99999" }),
+        "ORCH_DB_PORT"
+      )
       assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_MAX_CONTEXT_BYTES: "0" }), "ORCH_MAX_CONTEXT_BYTES")
-    }))
+    })
+  )
 })

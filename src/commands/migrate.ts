@@ -19,4 +19,6 @@ export const migrate = Command.make(
     }
     for (const [id, name] of applied) yield* Console.log(`applied ${String(id).padStart(4, "0")}_${name}`)
   })
-).pipe(Command.withDescription("Apply pending database migrations (needs ORCH_DB_MIGRATION_USER and its password file)"))
+).pipe(
+  Command.withDescription("Apply pending database migrations (needs ORCH_DB_MIGRATION_USER and its password file)")
+)

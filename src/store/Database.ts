@@ -2,11 +2,12 @@
  * PostgreSQL connections and migrations. Migrations run with the schema owner's credentials on a pool of their
  * own that closes as soon as they are applied; the runtime pool uses the DML-only role and never runs DDL.
  */
+
+import { fileURLToPath } from "node:url"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Effect, FileSystem, Option, type Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import * as MigratorFileSystem from "effect/sql/MigratorFileSystem"
-import { fileURLToPath } from "node:url"
 import type { DatabaseConfig } from "../Config.ts"
 import { InvalidConfig } from "../Config.ts"
 
@@ -52,7 +53,6 @@ export const migrate = Effect.fnUntraced(function* (db: DatabaseConfig) {
     table: migrationsTable
   }).pipe(Effect.provide(connection(db, owner.user, owner.password, 1)))
 })
-
 
 export class SchemaNotCurrent extends Schema.TaggedError<SchemaNotCurrent>()("SchemaNotCurrent", {
   applied: Schema.Int,

@@ -227,4 +227,3 @@ const contains = (value: unknown, pattern: unknown): boolean => {
 
 export const layer = (settings: Partial<StoreSettings> = {}): Layer.Layer<SagaStore> =>
   Layer.effect(SagaStore, make(settings)).pipe(Layer.provide(SecureRandom.layerWebCrypto))
-

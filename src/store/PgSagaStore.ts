@@ -141,15 +141,17 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     Effect.gen(function* () {
       const rows = yield* Effect.forEach(messages, (message) =>
         random.uuidV7().pipe(
-          Effect.map((messageId): Record<string, unknown> => ({
-            message_id: messageId,
-            saga_id: saga.id,
-            correlation_id: saga.correlationId,
-            exchange: message.exchange,
-            routing_key: message.routingKey,
-            headers: sql.json(message.headers ?? {}),
-            payload: sql.json(message.payload)
-          }))
+          Effect.map(
+            (messageId): Record<string, unknown> => ({
+              message_id: messageId,
+              saga_id: saga.id,
+              correlation_id: saga.correlationId,
+              exchange: message.exchange,
+              routing_key: message.routingKey,
+              headers: sql.json(message.headers ?? {}),
+              payload: sql.json(message.payload)
+            })
+          )
         )
       )
       if (Arr.isReadonlyArrayNonEmpty(rows)) yield* sql`INSERT INTO orchestrator.saga_outbox ${sql.insert(rows)}`
@@ -203,7 +205,9 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         return { saga, created: true }
       })
       // KeyTaken rolled the insert back; the next attempt finds the saga the concurrent create committed.
-      return yield* inTransaction("create", insert).pipe(Effect.retry({ while: (e) => e._tag === "KeyTaken", times: 3 }))
+      return yield* inTransaction("create", insert).pipe(
+        Effect.retry({ while: (e) => e._tag === "KeyTaken", times: 3 })
+      )
     }).pipe(
       Effect.catchTag("KeyTaken", () => Effect.die("idempotency key kept changing hands")),
       Effect.withSpan("SagaStore.create")
@@ -212,7 +216,9 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
   const get: SagaStore["Service"]["get"] = (id) =>
     selectSaga(id).pipe(
       Effect.mapError(storeFailure("get")),
-      Effect.flatMap((saga) => (saga === undefined ? Effect.fail(new SagaNotFound({ sagaId: id })) : Effect.succeed(saga)))
+      Effect.flatMap((saga) =>
+        saga === undefined ? Effect.fail(new SagaNotFound({ sagaId: id })) : Effect.succeed(saga)
+      )
     )
 
   const find: SagaStore["Service"]["find"] = (filter) =>

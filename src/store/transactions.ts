@@ -56,7 +56,10 @@ export const retrySchedule = (retryFor: Duration.Duration) =>
  */
 export const withTransactionRetry =
   (sql: SqlClient, retryFor: Duration.Duration) =>
-  <A, E, R>(operation: string, body: Effect.Effect<A, E, R>): Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R> =>
+  <A, E, R>(
+    operation: string,
+    body: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R> =>
     sql.withTransaction(body).pipe(
       recoverConnectionDefect,
       Effect.retry({

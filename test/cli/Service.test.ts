@@ -16,9 +16,7 @@ const envFor = (db: TestDatabase["Service"], extra: Record<string, string> = {})
 const asOwner = { ORCH_DB_MIGRATION_USER: "orchestrator_owner" }
 
 const migrationCount = (db: TestDatabase["Service"]) =>
-  db
-    .superuser("SELECT count(*) FROM orchestrator.effect_sql_migrations")
-    .pipe(Effect.map((out) => Number(out.trim())))
+  db.superuser("SELECT count(*) FROM orchestrator.effect_sql_migrations").pipe(Effect.map((out) => Number(out.trim())))
 
 describe("orchestrator service and CLI", () => {
   layer(testDatabase({ migrated: false }), { excludeTestServices: true, timeout: "60 seconds" })(
@@ -30,7 +28,8 @@ describe("orchestrator service and CLI", () => {
           const service = start(["src/main.ts"], envFor(db))
           assert.strictEqual(yield* service.exited, 1)
           assert.include(service.output(), "orchestrator migrate")
-        }))
+        })
+      )
 
       it.effect("applies the migrations exactly once when four instances start together", () =>
         Effect.gen(function* () {
@@ -50,7 +49,8 @@ describe("orchestrator service and CLI", () => {
           // SIGTERM is a clean shutdown.
           for (const instance of instances) instance.child.kill("SIGTERM")
           assert.deepStrictEqual(yield* Effect.forEach(instances, (instance) => instance.exited), [0, 0, 0, 0])
-        }))
+        })
+      )
 
       it.effect("`orchestrator migrate` prints what it applied and exits 0, then has nothing to do", () =>
         Effect.gen(function* () {
@@ -59,7 +59,8 @@ describe("orchestrator service and CLI", () => {
           assert.strictEqual(yield* again.exited, 0)
           assert.include(again.output(), "schema is up to date: no migration applied")
           assert.strictEqual(yield* migrationCount(db), 1)
-        }))
+        })
+      )
 
       it.effect("`orchestrator migrate` exits 1 with a clear message without migration credentials", () =>
         Effect.gen(function* () {
@@ -67,37 +68,54 @@ describe("orchestrator service and CLI", () => {
           const noUser = start(["src/cli.ts", "migrate"], envFor(db))
           assert.strictEqual(yield* noUser.exited, 1)
           assert.include(noUser.output(), "ORCH_DB_MIGRATION_USER is not set")
-          const runtimeRole = start(["src/cli.ts", "migrate"], envFor(db, { ORCH_DB_MIGRATION_USER: "orchestrator_app" }))
+          const runtimeRole = start(
+            ["src/cli.ts", "migrate"],
+            envFor(db, { ORCH_DB_MIGRATION_USER: "orchestrator_app" })
+          )
           assert.strictEqual(yield* runtimeRole.exited, 1)
           assert.strictEqual(yield* migrationCount(db), 1)
-        }))
+        })
+      )
     }
   )
 
-  it.effect("applies pending migrations with `orchestrator migrate` on a database bootstrapped from scratch", () =>
-    Effect.gen(function* () {
-      const db = yield* TestDatabase
-      const migrate = start(["src/cli.ts", "migrate"], envFor(db, asOwner))
-      assert.strictEqual(yield* migrate.exited, 0)
-      assert.match(migrate.output(), /^applied 0001_create_saga_tables$/m)
-      assert.strictEqual(yield* migrationCount(db), 1)
-    }).pipe(Effect.provide(testDatabase({ migrated: false }))), { timeout: 60_000 })
+  it.effect(
+    "applies pending migrations with `orchestrator migrate` on a database bootstrapped from scratch",
+    () =>
+      Effect.gen(function* () {
+        const db = yield* TestDatabase
+        const migrate = start(["src/cli.ts", "migrate"], envFor(db, asOwner))
+        assert.strictEqual(yield* migrate.exited, 0)
+        assert.match(migrate.output(), /^applied 0001_create_saga_tables$/m)
+        assert.strictEqual(yield* migrationCount(db), 1)
+      }).pipe(Effect.provide(testDatabase({ migrated: false }))),
+    { timeout: 60_000 }
+  )
 
   it.effect("refuses a password in the environment, naming the file, and exits 1", () =>
     Effect.gen(function* () {
-      const service = start(["src/main.ts"], { ORCH_DB_HOST: "127.0.0.1", ORCH_DB_PASSWORD: "hunter2", ORCH_SECRETS_DIR: secrets })
+      const service = start(["src/main.ts"], {
+        ORCH_DB_HOST: "127.0.0.1",
+        ORCH_DB_PASSWORD: "hunter2",
+        ORCH_SECRETS_DIR: secrets
+      })
       assert.strictEqual(yield* service.exited, 1)
       assert.include(service.output(), "secret file db_password")
       assert.notInclude(service.output(), "hunter2")
-    }))
+    })
+  )
 
-  it.live("runs in embedded mode with no database configured, says so, and stops cleanly on SIGTERM", () =>
-    Effect.gen(function* () {
-      const service = yield* startScoped(["src/main.ts"], { ORCH_SECRETS_DIR: secrets })
-      yield* service.waitFor(/EMBEDDED MODE/, 30_000)
-      yield* service.waitFor(/applied migrations: 1_create_saga_tables/, 30_000)
-      yield* service.waitFor(/state store healthy/, 30_000)
-      service.child.kill("SIGTERM")
-      assert.strictEqual(yield* service.exited, 0)
-    }), { timeout: 60_000 })
+  it.live(
+    "runs in embedded mode with no database configured, says so, and stops cleanly on SIGTERM",
+    () =>
+      Effect.gen(function* () {
+        const service = yield* startScoped(["src/main.ts"], { ORCH_SECRETS_DIR: secrets })
+        yield* service.waitFor(/EMBEDDED MODE/, 30_000)
+        yield* service.waitFor(/applied migrations: 1_create_saga_tables/, 30_000)
+        yield* service.waitFor(/state store healthy/, 30_000)
+        service.child.kill("SIGTERM")
+        assert.strictEqual(yield* service.exited, 0)
+      }),
+    { timeout: 60_000 }
+  )
 })

@@ -15,6 +15,10 @@ describe("MemorySagaStore", () => {
       yield* TestClock.adjust(Duration.minutes(14))
       assert.deepStrictEqual(yield* store.findStuck(Duration.minutes(15)), [])
       yield* TestClock.adjust(Duration.minutes(2))
-      assert.deepStrictEqual((yield* store.findStuck(Duration.minutes(15))).map((s) => s.saga.id), [saga.id])
-    }).pipe(Effect.provide(MemorySagaStore.layer())))
+      assert.deepStrictEqual(
+        (yield* store.findStuck(Duration.minutes(15))).map((s) => s.saga.id),
+        [saga.id]
+      )
+    }).pipe(Effect.provide(MemorySagaStore.layer()))
+  )
 })

@@ -16,15 +16,25 @@ const start = (overrides: Partial<CreateSaga> = {}) =>
     store.create({ sagaType: uniqueType(), state: "PREPARING", context: { repo: "balance/plant-7" }, ...overrides })
   )
 
-const advance = (state: string, patch: Record<string, unknown> = {}, extra: Partial<StepOutcome> = {}) =>
+const advance =
+  (state: string, patch: Record<string, unknown> = {}, extra: Partial<StepOutcome> = {}) =>
   (saga: { readonly context: Record<string, unknown> }) =>
     Effect.succeed(
-      StepOutcome.Advance({ state, status: "RUNNING", context: { ...saga.context, ...patch }, event: `To${state}`, ...extra } as never)
+      StepOutcome.Advance({
+        state,
+        status: "RUNNING",
+        context: { ...saga.context, ...patch },
+        event: `To${state}`,
+        ...extra
+      } as never)
     )
 
 const mesh = { exchange: "orchestrator.tasks", routingKey: "geometry.mesh", payload: { taskId: "t-1" } }
 const at = (iso: string) => DateTime.makeUnsafe(iso)
-const replyTimer = (iso: string) => ({ dueAt: at(iso), awaiting: { _tag: "Reply" as const, taskId: "t-1", taskType: "geometry.mesh" } })
+const replyTimer = (iso: string) => ({
+  dueAt: at(iso),
+  awaiting: { _tag: "Reply" as const, taskId: "t-1", taskType: "geometry.mesh" }
+})
 
 /** Nothing about the saga changed: same version, same state, same history length. */
 const assertUnchanged = Effect.fnUntraced(function* (id: SagaId, version: number, historyLength: number) {
@@ -52,13 +62,15 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
           history.map((t) => [t.lockVersion, t.fromState, t.toState, t.status, t.event]),
           [[0, null, "PREPARING", "RUNNING", "SagaStarted"]]
         )
-      }))
+      })
+    )
 
     it.effect("keeps a given correlation id", () =>
       Effect.gen(function* () {
         const { saga } = yield* start({ correlationId: "trace-42" })
         assert.strictEqual(saga.correlationId, "trace-42")
-      }))
+      })
+    )
 
     it.effect("returns the same saga for the same idempotency key, writing nothing more", () =>
       Effect.gen(function* () {
@@ -73,7 +85,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.strictEqual((yield* store.history(first.saga.id)).length, 1)
         const published = yield* drainOutbox
         assert.strictEqual(published.filter((m) => m.sagaId === first.saga.id).length, 1)
-      }))
+      })
+    )
 
     it.effect("starts one saga when creates with the same key race", () =>
       Effect.gen(function* () {
@@ -87,7 +100,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.strictEqual(new Set(results.map((r) => r.saga.id)).size, 1)
         assert.strictEqual(results.filter((r) => r.created).length, 1)
         assert.strictEqual((yield* store.find({ sagaType })).items.length, 1)
-      }))
+      })
+    )
 
     it.effect("refuses an idempotency key already used for another saga type", () =>
       Effect.gen(function* () {
@@ -96,7 +110,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         const error = yield* Effect.flip(start({ idempotencyKey: key }))
         assert.strictEqual(error._tag, "IdempotencyConflict")
         if (error._tag === "IdempotencyConflict") assert.strictEqual(error.existingSagaId, first.saga.id)
-      }))
+      })
+    )
 
     it.effect("refuses an oversized context on create and stores nothing", () =>
       Effect.gen(function* () {
@@ -109,7 +124,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
           assert.isAbove(error.bytes, limit)
         }
         assert.strictEqual((yield* store.find({ sagaType })).items.length, 0)
-      }))
+      })
+    )
 
     it.effect.each([
       ["an array", [1, 2]],
@@ -118,11 +134,14 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
       ["a function value", { f: () => 1 }],
       ["an undefined value", { a: undefined }],
       ["a bigint", { n: 10n }],
-      ["a cycle", (() => {
-        const cyclic: Record<string, unknown> = {}
-        cyclic.self = cyclic
-        return cyclic
-      })()]
+      [
+        "a cycle",
+        (() => {
+          const cyclic: Record<string, unknown> = {}
+          cyclic.self = cyclic
+          return cyclic
+        })()
+      ]
     ] as const)("refuses a malformed context (%s) and stores nothing", ([, context]) =>
       Effect.gen(function* () {
         const store = yield* SagaStore
@@ -131,7 +150,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.strictEqual(error._tag, "InvalidSagaData")
         if (error._tag === "InvalidSagaData") assert.strictEqual(error.field, "context")
         assert.strictEqual((yield* store.find({ sagaType })).items.length, 0)
-      }))
+      })
+    )
 
     it.effect("refuses an empty saga type or state", () =>
       Effect.gen(function* () {
@@ -139,7 +159,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.deepInclude(typeError, { _tag: "InvalidSagaData", field: "sagaType" })
         const stateError = yield* Effect.flip(start({ state: "" }))
         assert.deepInclude(stateError, { _tag: "InvalidSagaData", field: "state" })
-      }))
+      })
+    )
 
     it.effect("reports an unknown id as SagaNotFound", () =>
       Effect.gen(function* () {
@@ -148,7 +169,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.deepInclude(yield* Effect.flip(store.get(id)), { _tag: "SagaNotFound", sagaId: id })
         assert.deepInclude(yield* Effect.flip(store.history(id)), { _tag: "SagaNotFound", sagaId: id })
         assert.deepInclude(yield* Effect.flip(store.transact(id, advance("X"))), { _tag: "SagaNotFound", sagaId: id })
-      }))
+      })
+    )
 
     it.effect("advances a saga in one versioned write with history, outbox and timer", () =>
       Effect.gen(function* () {
@@ -157,12 +179,16 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         yield* drainOutbox
         const next = yield* store.transact(
           saga.id,
-          advance("MESHING", { branch: "calc/1" }, {
-            event: "BranchPrepared",
-            detail: { taskId: "t-0" },
-            messages: [mesh],
-            timer: replyTimer("2030-01-01T00:00:00Z")
-          })
+          advance(
+            "MESHING",
+            { branch: "calc/1" },
+            {
+              event: "BranchPrepared",
+              detail: { taskId: "t-0" },
+              messages: [mesh],
+              timer: replyTimer("2030-01-01T00:00:00Z")
+            }
+          )
         )
         assert.strictEqual(next.lockVersion, 1)
         assert.strictEqual(next.currentState, "MESHING")
@@ -183,7 +209,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         )
         const stuck = (yield* store.findStuck(Duration.zero, { limit: 10_000 })).find((s) => s.saga.id === saga.id)
         assert.deepStrictEqual(stuck?.timer?.awaiting, { _tag: "Reply", taskId: "t-1", taskType: "geometry.mesh" })
-      }))
+      })
+    )
 
     it.effect("writes nothing when the step decides to stay", () =>
       Effect.gen(function* () {
@@ -192,7 +219,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         const same = yield* store.transact(saga.id, () => Effect.succeed(StepOutcome.Stay()))
         assert.strictEqual(same.lockVersion, 0)
         yield* assertUnchanged(saga.id, 0, 1)
-      }))
+      })
+    )
 
     it.effect("fails a write at a stale version with VersionConflict and changes nothing", () =>
       Effect.gen(function* () {
@@ -209,7 +237,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.isFalse(stepRan)
         yield* assertUnchanged(saga.id, 1, 2)
         assert.strictEqual((yield* store.get(saga.id)).currentState, "MESHING")
-      }))
+      })
+    )
 
     it.effect("rolls everything back when the step fails", () =>
       Effect.gen(function* () {
@@ -218,7 +247,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         const error = yield* Effect.flip(store.transact(saga.id, () => Effect.fail("solver exploded" as const)))
         assert.strictEqual(error, "solver exploded")
         yield* assertUnchanged(saga.id, 0, 1)
-      }))
+      })
+    )
 
     it.effect("refuses an invalid status, state or context from a step and changes nothing", () =>
       Effect.gen(function* () {
@@ -233,7 +263,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         const notJson = yield* Effect.flip(store.transact(saga.id, advance("X", { when: new Date(0) })))
         assert.deepInclude(notJson, { _tag: "InvalidSagaData", field: "context" })
         yield* assertUnchanged(saga.id, 0, 1)
-      }))
+      })
+    )
 
     it.effect("serialises concurrent steps on one saga: no lost update, consecutive versions", () =>
       Effect.gen(function* () {
@@ -249,24 +280,34 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
             })
           )
         )
-        yield* Effect.all(Array.from({ length: 40 }, () => increment), { concurrency: 8 })
+        yield* Effect.all(
+          Array.from({ length: 40 }, () => increment),
+          { concurrency: 8 }
+        )
         const final = yield* store.get(saga.id)
         assert.strictEqual(final.lockVersion, 40)
         assert.deepStrictEqual(final.context, { n: 40 })
         const versions = (yield* store.history(saga.id)).map((t) => t.lockVersion)
-        assert.deepStrictEqual(versions, Array.from({ length: 41 }, (_, i) => i))
-      }))
+        assert.deepStrictEqual(
+          versions,
+          Array.from({ length: 41 }, (_, i) => i)
+        )
+      })
+    )
 
     it.effect("finds sagas by status, type, state, correlation id and context, newest first", () =>
       Effect.gen(function* () {
         const store = yield* SagaStore
         const sagaType = uniqueType()
-        const a = (yield* start({ sagaType, correlationId: "corr-a", context: { inputRef: "in/a", tags: ["x", "y"] } })).saga
+        const a = (yield* start({ sagaType, correlationId: "corr-a", context: { inputRef: "in/a", tags: ["x", "y"] } }))
+          .saga
         const b = (yield* start({ sagaType, context: { inputRef: "in/b", nested: { k: 1 } } })).saga
         const c = (yield* start({ sagaType, context: { inputRef: "in/c" } })).saga
         yield* store.transact(b.id, advance("MESHING"))
         yield* store.transact(c.id, (s) =>
-          Effect.succeed(StepOutcome.Advance({ state: "DONE", status: "COMPLETED", context: s.context, event: "Completed" }))
+          Effect.succeed(
+            StepOutcome.Advance({ state: "DONE", status: "COMPLETED", context: s.context, event: "Completed" })
+          )
         )
         const ids = (filter: Parameters<SagaStore["Service"]["find"]>[0]) =>
           store.find({ sagaType, ...filter }).pipe(Effect.map((page) => page.items.map((s) => s.id)))
@@ -279,8 +320,11 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.deepStrictEqual(yield* ids({ context: { nested: { k: 1 } } }), [b.id])
         assert.deepStrictEqual(yield* ids({ context: { tags: ["y"] } }), [a.id])
         assert.deepStrictEqual(yield* ids({ context: { inputRef: "in/none" } }), [])
-        assert.deepStrictEqual(yield* ids({ status: "RUNNING", state: "PREPARING", context: { inputRef: "in/a" } }), [a.id])
-      }))
+        assert.deepStrictEqual(yield* ids({ status: "RUNNING", state: "PREPARING", context: { inputRef: "in/a" } }), [
+          a.id
+        ])
+      })
+    )
 
     it.effect("pages through results with a cursor, each saga exactly once", () =>
       Effect.gen(function* () {
@@ -298,7 +342,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         } while (cursor !== undefined)
         assert.strictEqual(pages, 3)
         assert.deepStrictEqual(seen, created.map((c) => c.saga.id).reverse())
-      }))
+      })
+    )
 
     it.effect("refuses a bad page size or cursor", () =>
       Effect.gen(function* () {
@@ -314,7 +359,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
           _tag: "InvalidSagaData",
           field: "status"
         })
-      }))
+      })
+    )
 
     it.effect("reports active sagas without progress, with what they wait for", () =>
       Effect.gen(function* () {
@@ -323,7 +369,9 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         const bare = (yield* start()).saga
         const done = (yield* start()).saga
         yield* store.transact(done.id, (s) =>
-          Effect.succeed(StepOutcome.Advance({ state: "DONE", status: "COMPLETED", context: s.context, event: "Completed" }))
+          Effect.succeed(
+            StepOutcome.Advance({ state: "DONE", status: "COMPLETED", context: s.context, event: "Completed" })
+          )
         )
         const stuck = yield* store.findStuck(Duration.zero, { limit: 10_000 })
         const byId = new Map(stuck.map((s) => [s.saga.id, s]))
@@ -336,7 +384,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.isFalse(byId.has(done.id))
         const recent = yield* store.findStuck(Duration.hours(1), { limit: 10_000 })
         assert.isFalse(recent.some((s) => [waiting.id, bare.id].includes(s.saga.id)))
-      }))
+      })
+    )
 
     it.effect("claims a due timer once until its lease runs out", () =>
       Effect.gen(function* () {
@@ -353,7 +402,8 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.isFalse(again.some((t) => t.sagaId === saga.id))
         const afterLease = yield* store.claimDue(DateTime.add(now, { minutes: 5 }), 1000)
         assert.isTrue(afterLease.some((t) => t.sagaId === saga.id))
-      }))
+      })
+    )
 
     it.effect("never hands the same due timer to two concurrent claimers", () =>
       Effect.gen(function* () {
@@ -365,9 +415,13 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
           Array.from({ length: 6 }, () => store.claimDue(now, 5)),
           { concurrency: "unbounded" }
         )
-        const claimed = batches.flat().filter((t) => sagaIds.has(t.sagaId)).map((t) => t.sagaId)
+        const claimed = batches
+          .flat()
+          .filter((t) => sagaIds.has(t.sagaId))
+          .map((t) => t.sagaId)
         assert.strictEqual(new Set(claimed).size, claimed.length)
-      }))
+      })
+    )
 
     it.effect("refuses to fire a claimed timer once the saga has moved on", () =>
       Effect.gen(function* () {
@@ -375,10 +429,13 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         const { saga } = yield* start({ timer: replyTimer("2003-01-01T00:00:00Z") })
         const [claim] = (yield* store.claimDue(at("2003-01-01T00:00:01Z"), 1000)).filter((t) => t.sagaId === saga.id)
         yield* store.transact(saga.id, advance("MESHING"))
-        const error = yield* Effect.flip(store.transact(saga.id, advance("TIMED_OUT"), { expectedVersion: claim!.lockVersion }))
+        const error = yield* Effect.flip(
+          store.transact(saga.id, advance("TIMED_OUT"), { expectedVersion: claim!.lockVersion })
+        )
         assert.deepInclude(error, { _tag: "VersionConflict", expected: 0, actual: 1 })
         assert.strictEqual((yield* store.get(saga.id)).currentState, "MESHING")
-      }))
+      })
+    )
 
     it.effect("summarises sagas by status and the outbox backlog", () =>
       Effect.gen(function* () {
@@ -395,25 +452,33 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         assert.strictEqual(after.byStatus.FAILED - before.byStatus.FAILED, 1)
         assert.strictEqual(after.byStatus.COMPLETED, before.byStatus.COMPLETED)
         assert.strictEqual(after.outboxPending, 2)
-      }))
+      })
+    )
 
     it.effect("publishes committed outbox messages oldest first and deletes what was published", () =>
       Effect.gen(function* () {
         const store = yield* SagaStore
         yield* drainOutbox
         const { saga } = yield* start({ messages: [mesh] })
-        yield* store.transact(saga.id, advance("B", {}, { messages: [{ ...mesh, routingKey: "solver.balance", headers: { a: "1" } }] }))
+        yield* store.transact(
+          saga.id,
+          advance("B", {}, { messages: [{ ...mesh, routingKey: "solver.balance", headers: { a: "1" } }] })
+        )
         const failed = yield* Effect.flip(store.publishOutbox(10, () => Effect.fail("broker down" as const)))
         assert.strictEqual(failed, "broker down")
         const first = yield* collect(store.publishOutbox(1, publishedInto))
         const rest = yield* collect(store.publishOutbox(10, publishedInto))
         assert.deepStrictEqual(
           [...first, ...rest].map((m) => [m.routingKey, m.headers]),
-          [["geometry.mesh", {}], ["solver.balance", { a: "1" }]]
+          [
+            ["geometry.mesh", {}],
+            ["solver.balance", { a: "1" }]
+          ]
         )
         assert.strictEqual(new Set([...first, ...rest].map((m) => m.messageId)).size, 2)
         assert.strictEqual(yield* store.publishOutbox(10, () => Effect.void), 0)
-      }))
+      })
+    )
   })
 
 type Pending = Parameters<Parameters<SagaStore["Service"]["publishOutbox"]>[1]>[0][number]
@@ -433,4 +498,3 @@ const drainOutbox = Effect.gen(function* () {
   while ((yield* store.publishOutbox(500, (messages) => Effect.sync(() => void all.push(...messages)))) > 0) {}
   return all
 })
-

@@ -31,7 +31,11 @@ export default async function setup(project: TestProject) {
         "ORCH_TEST_PG_PORT at one; `bash .ci/run` starts everything the tests need."
     )
   }
-  const existing = await psql("postgres", ["-At", "-c", "SELECT datname FROM pg_database WHERE datname ~ '^orch_t(pl)?_'"])
+  const existing = await psql("postgres", [
+    "-At",
+    "-c",
+    "SELECT datname FROM pg_database WHERE datname ~ '^orch_t(pl)?_'"
+  ])
   for (const name of existing.split("\n").filter(Boolean)) {
     const pid = Number(name.split("_")[2])
     if (!isAlive(pid)) await psql("postgres", ["-c", `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`])

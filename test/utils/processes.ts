@@ -64,10 +64,12 @@ export const start = (args: ReadonlyArray<string>, env: Record<string, string>):
 
 /** Starts a process for the scope's lifetime; killed (SIGKILL) if still running when the scope closes. */
 export const startScoped = (args: ReadonlyArray<string>, env: Record<string, string>) =>
-  Effect.acquireRelease(Effect.sync(() => start(args, env)), (running) =>
-    Effect.sync(() => {
-      if (running.child.exitCode === null && running.child.signalCode === null) running.child.kill("SIGKILL")
-    })
+  Effect.acquireRelease(
+    Effect.sync(() => start(args, env)),
+    (running) =>
+      Effect.sync(() => {
+        if (running.child.exitCode === null && running.child.signalCode === null) running.child.kill("SIGKILL")
+      })
   )
 
 /** A secrets directory holding the given files, as the service expects them in ORCH_SECRETS_DIR. */
