@@ -10,7 +10,7 @@ import type { DatabaseConfig } from "../../src/Config.ts"
 import { migrate, runtimeClient } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import type { StoreSettings } from "../../src/store/settings.ts"
-import { passwords, pg, psql } from "./postgres.ts"
+import { bootstrap, passwords, pg, psql } from "./postgres.ts"
 
 export class TestDatabase extends Context.Service<
   TestDatabase,
@@ -36,12 +36,17 @@ export const databaseConfig = (name: string, overrides: Partial<DatabaseConfig> 
   ...overrides
 })
 
+/**
+ * A copy of the template. CREATE DATABASE copies the schema and its grants but not the database-level ones
+ * (TEMPORARY revoked from PUBLIC, CONNECT), so the bootstrap runs on the copy too, as a DBA would run it.
+ */
 const createDatabase = Effect.promise(async () => {
   const template = inject("templateDatabase")
   const runnerPid = template.split("_")[2]
   counter += 1
   const name = `orch_t_${runnerPid}_${process.pid}_${counter}`
   await psql("postgres", ["-c", `CREATE DATABASE ${name} TEMPLATE ${template}`])
+  await bootstrap(name)
   return name
 })
 
