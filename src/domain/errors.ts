@@ -50,7 +50,10 @@ export class IdempotencyConflict extends Schema.TaggedError<IdempotencyConflict>
   }
 }
 
-/** The database could not be reached or kept failing after the retries; nothing was written. */
+/**
+ * The database could not be reached or kept failing after the retries. Nothing was written, unless the reason says
+ * that a commit was in doubt (the connection died around COMMIT): then the change may have been applied, whole.
+ */
 export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", {
   operation: Schema.String,
   reason: Schema.String

@@ -40,19 +40,27 @@ export const storeFailure = (operation: string) => (error: SqlError) =>
 const recoverConnectionDefect = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
   Effect.catchDefect(self, (defect) => (isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect)))
 
-/** Exponential back-off from 20 ms, each wait at most 1 s, for at most `retryFor` in all. */
+/** Exponential back-off from 20 ms, each wait at most 1 s, for at most `retryFor` in all; zero means no retry. */
 export const retrySchedule = (retryFor: Duration.Duration) =>
   Schedule.max([
     Schedule.exponential("20 millis").pipe(
       Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, Duration.seconds(1)))),
       Schedule.jittered
     ),
-    Schedule.during(retryFor)
+    // `during(zero)` still allows one retry (nothing has elapsed at the first failure); publishOutbox must not retry.
+    Duration.isZero(retryFor) ? Schedule.recurs(0) : Schedule.during(retryFor)
   ])
+
+/** The connection went away (or the server is going down): a COMMIT sent on it may or may not have committed. */
+const isConnectionLost = (error: SqlError): boolean =>
+  error.reason._tag === "ConnectionError" || (sqlState(error)?.startsWith("57P") ?? false)
 
 /**
  * Runs `body` in a transaction, retrying retryable failures from a fresh transaction. The body must be safe to run
  * again: it starts with a locked read, so a retry decides again on what is committed.
+ *
+ * An attempt whose body succeeded and whose connection was then lost failed at COMMIT: it may have committed. A retry
+ * of `transact` finds out (its history row); when the retries run out first, the error says the outcome is unknown.
  */
 export const withTransactionRetry =
   (sql: SqlClient, retryFor: Duration.Duration) =>
@@ -60,11 +68,32 @@ export const withTransactionRetry =
     operation: string,
     body: Effect.Effect<A, E, R>
   ): Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R> =>
-    sql.withTransaction(body).pipe(
-      recoverConnectionDefect,
-      Effect.retry({
-        while: (error: E | SqlError) => isSqlError(error) && isRetryable(error),
-        schedule: retrySchedule(retryFor)
-      }),
-      Effect.catchIf(isSqlError, (error) => Effect.fail(storeFailure(operation)(error)))
-    ) as Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R>
+    Effect.suspend(() => {
+      let bodyDone = false
+      let commitInDoubt = false
+      const attempt = Effect.suspend(() => {
+        bodyDone = false
+        const markDone = Effect.sync(() => {
+          bodyDone = true
+        })
+        return sql.withTransaction(Effect.tap(body, () => markDone))
+      }).pipe(
+        recoverConnectionDefect,
+        Effect.tapError((error: E | SqlError) =>
+          Effect.sync(() => {
+            if (bodyDone && isSqlError(error) && isConnectionLost(error)) commitInDoubt = true
+          })
+        )
+      )
+      return attempt.pipe(
+        Effect.retry({
+          while: (error: E | SqlError) => isSqlError(error) && isRetryable(error),
+          schedule: retrySchedule(retryFor)
+        }),
+        Effect.catchIf(isSqlError, (error) => {
+          const reason = describe(error)
+          const inDoubt = commitInDoubt ? "; a commit was in doubt: it may have been applied" : ""
+          return Effect.fail(new StoreUnavailable({ operation, reason: `${reason}${inDoubt}` }))
+        })
+      )
+    }) as Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R>

@@ -7,7 +7,14 @@ import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 
-export const pg = {
+/** A PostgreSQL server and the superuser the tests administer it as. */
+export interface PgServer {
+  readonly host: string
+  readonly port: number
+  readonly superuser: string
+}
+
+export const pg: PgServer = {
   host: process.env.ORCH_TEST_PG_HOST ?? "127.0.0.1",
   port: Number(process.env.ORCH_TEST_PG_PORT ?? 5432),
   superuser: process.env.ORCH_TEST_PG_SUPERUSER ?? "postgres"
@@ -18,15 +25,16 @@ export const bootstrapSql = fileURLToPath(new URL("../../docker/postgres/bootstr
 
 const run = promisify(execFile)
 
-/** Runs psql as the superuser; resolves with stdout, rejects with psql's stderr. */
-export const psql = async (database: string, args: ReadonlyArray<string>): Promise<string> => {
-  const { stdout } = await run(
-    "psql",
-    ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.host, "-p", String(pg.port), "-U", pg.superuser, "-d", database, ...args],
-    { env: { ...process.env, PGCONNECT_TIMEOUT: "5" } }
-  )
+/** Runs psql as the superuser (of the machine's server unless told otherwise); resolves with stdout, rejects with stderr. */
+export const psql = async (database: string, args: ReadonlyArray<string>, server: PgServer = pg): Promise<string> => {
+  const connection = ["-h", server.host, "-p", String(server.port), "-U", server.superuser, "-d", database]
+  const { stdout } = await run("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", ...connection, ...args], {
+    env: { ...process.env, PGCONNECT_TIMEOUT: "5" }
+  })
   return stdout
 }
 
-export const bootstrap = (database: string) =>
-  psql(database, ["-v", `owner_password=${passwords.owner}`, "-v", `app_password=${passwords.app}`, "-f", bootstrapSql])
+const bootstrapVariables = ["-v", `owner_password=${passwords.owner}`, "-v", `app_password=${passwords.app}`]
+
+export const bootstrap = (database: string, server: PgServer = pg) =>
+  psql(database, [...bootstrapVariables, "-f", bootstrapSql], server)
