@@ -1,17 +1,11 @@
-import { mkdtempSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { inspect } from "node:util"
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Option, Redacted } from "effect"
 import { load } from "../src/Config.ts"
+import { secretsDirectory } from "./utils/processes.ts"
 
-const secretsDir = (files: Record<string, string>) => {
-  const dir = mkdtempSync(join(tmpdir(), "orch-secrets-"))
-  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content)
-  return dir
-}
+const secretsDir = secretsDirectory
 
 const loadWith = (env: Record<string, string>) =>
   load.pipe(
@@ -35,7 +29,7 @@ describe("AppConfig", () => {
 
   it.effect("reads the database settings from the environment and its passwords from files", () =>
     Effect.gen(function* () {
-      const dir = secretsDir({ db_password: "app-secret\n", db_migration_password: "owner-secret\n" })
+      const dir = secretsDir({ db_password: "app-secret", db_migration_password: "owner-secret" })
       const config = yield* loadWith({
         ORCH_SECRETS_DIR: dir,
         ORCH_DB_HOST: "db.internal",

@@ -19,6 +19,7 @@ import { migrate, runtimeClient } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import type { StoreSettings } from "../../src/store/settings.ts"
 import { bootstrap, type PgServer, passwords, psql } from "./postgres.ts"
+import { isAlive } from "./processes.ts"
 
 /** `fast` terminates the sessions (SQLSTATE 57P01) and checkpoints; `immediate` kills the server as a crash would. */
 export type ShutdownMode = "fast" | "immediate"
@@ -81,15 +82,6 @@ const pgCtl = (dirs: Directories, args: ReadonlyArray<string>) =>
       throw new Error(`pg_ctl ${args.join(" ")} failed: ${String(error)}\n${log.split("\n").slice(-20).join("\n")}`)
     }
   )
-
-const isAlive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 /** The postmaster's pid while it runs this data directory: checked on /proc, so a reused pid is never signalled. */
 const runningPostmaster = async (dirs: Directories) => {

@@ -5,19 +5,11 @@
  */
 import type { TestProject } from "vitest/node"
 import { bootstrap, pg, psql } from "./postgres.ts"
+import { isAlive } from "./processes.ts"
 
 declare module "vitest" {
   export interface ProvidedContext {
     readonly templateDatabase: string
-  }
-}
-
-const isAlive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
   }
 }
 

@@ -3,7 +3,7 @@
  * codes, signals. Output is collected so a test can wait for a line (with a deadline) instead of sleeping.
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
@@ -72,9 +72,22 @@ export const startScoped = (args: ReadonlyArray<string>, env: Record<string, str
       })
   )
 
-/** A secrets directory holding the given files, as the service expects them in ORCH_SECRETS_DIR. */
+/**
+ * A secrets directory holding the given files, as the service expects them in ORCH_SECRETS_DIR (each with the
+ * trailing newline an editor leaves). Removed when the test process exits.
+ */
 export const secretsDirectory = (files: Record<string, string>): string => {
   const dir = mkdtempSync(join(tmpdir(), "orch-secrets-"))
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }))
   for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), `${content}\n`, { mode: 0o600 })
   return dir
+}
+
+export const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
 }
