@@ -77,6 +77,15 @@ export class Transition extends Schema.Class<Transition>("Transition")({
   at: Schema.DateTimeUtc
 }) {}
 
+/** An event the saga received but was not waiting for: it changed nothing, and is kept so operators see it. */
+export class IgnoredEvent extends Schema.Class<IgnoredEvent>("IgnoredEvent")({
+  /** The saga's version when the event arrived. */
+  lockVersion: Schema.Int,
+  event: Schema.String,
+  detail: Schema.NullOr(Schema.Json),
+  at: Schema.DateTimeUtc
+}) {}
+
 /** A saga found by `findStuck`: no progress since `updatedAt`, with what it waits for (if anything). */
 export class StuckSaga extends Schema.Class<StuckSaga>("StuckSaga")({
   saga: SagaInstance,

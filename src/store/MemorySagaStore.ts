@@ -7,6 +7,7 @@ import { SecureRandom } from "effect/crypto"
 import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/errors.ts"
 import {
   DueTimer,
+  IgnoredEvent,
   isActive,
   type OutboxMessage,
   PendingMessage,
@@ -18,7 +19,7 @@ import {
 } from "../domain/Saga.ts"
 import { SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
-import { checkAdvance, checkCreate, checkFilter, encodeCursor } from "./validate.ts"
+import { checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
 
 interface ArmedTimer extends Timer {
   readonly lockVersion: number
@@ -32,6 +33,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
   const histories = new Map<SagaId, Array<Transition>>()
   const timers = new Map<SagaId, ArmedTimer>()
   const idempotencyKeys = new Map<string, SagaId>()
+  const ignored = new Map<SagaId, Array<IgnoredEvent>>()
   let outbox: Array<PendingMessage> = []
 
   const enqueue = (saga: SagaInstance, messages: ReadonlyArray<OutboxMessage>) =>
@@ -140,6 +142,8 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
 
     history: (id) => find(id).pipe(Effect.map(() => histories.get(id) ?? [])),
 
+    ignoredEvents: (id) => find(id).pipe(Effect.map(() => ignored.get(id) ?? [])),
+
     findStuck: (olderThan, options) =>
       Effect.gen(function* () {
         const cutoff = (yield* Clock.currentTimeMillis) - Duration.toMillis(olderThan)
@@ -176,7 +180,22 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           return yield* new VersionConflict({ sagaId: id, expected: options.expectedVersion, actual: saga.lockVersion })
         }
         const outcome = yield* step(saga)
-        if (outcome._tag === "Stay") return saga
+        if (outcome._tag === "Stay") {
+          if (outcome.ignored !== undefined) {
+            yield* checkIgnored(outcome.ignored)
+            const list = ignored.get(id) ?? []
+            list.push(
+              new IgnoredEvent({
+                lockVersion: saga.lockVersion,
+                event: outcome.ignored.event,
+                detail: (outcome.ignored.detail ?? null) as IgnoredEvent["detail"],
+                at: yield* DateTime.now
+              })
+            )
+            ignored.set(id, list)
+          }
+          return saga
+        }
         const context = yield* checkAdvance(outcome, maxContextBytes)
         const next = new SagaInstance({
           ...saga,

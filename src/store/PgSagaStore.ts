@@ -9,6 +9,7 @@ import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/er
 import {
   Awaiting,
   DueTimer,
+  IgnoredEvent,
   type OutboxMessage,
   PendingMessage,
   SagaContext,
@@ -22,7 +23,7 @@ import {
 import { SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
 import { storeFailure, withTransactionRetry } from "./transactions.ts"
-import { checkAdvance, checkCreate, checkFilter, encodeCursor } from "./validate.ts"
+import { checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
 
 const SagaRow = Schema.Struct({
   id: Schema.String,
@@ -72,6 +73,14 @@ const TransitionRow = Schema.Struct({
   at: Schema.DateTimeUtcFromDate
 })
 const decodeTransitionRows = Schema.decodeUnknownEffect(Schema.Array(TransitionRow))
+
+const IgnoredRow = Schema.Struct({
+  lock_version: Schema.Int,
+  event: Schema.String,
+  detail: Schema.NullOr(Schema.Json),
+  at: Schema.DateTimeUtcFromDate
+})
+const decodeIgnoredRows = Schema.decodeUnknownEffect(Schema.Array(IgnoredRow))
 
 const DueRow = Schema.Struct({
   saga_id: Schema.String,
@@ -265,6 +274,18 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       )
     })
 
+  const ignoredEvents: SagaStore["Service"]["ignoredEvents"] = (id) =>
+    Effect.gen(function* () {
+      yield* get(id)
+      const rows = yield* sql`
+        SELECT lock_version, event, detail, at FROM orchestrator.saga_ignored_events
+        WHERE saga_id = ${id} ORDER BY id`.pipe(Effect.mapError(storeFailure("ignoredEvents")))
+      const decoded = yield* decodeIgnoredRows(rows).pipe(Effect.orDie)
+      return decoded.map(
+        (row) => new IgnoredEvent({ lockVersion: row.lock_version, event: row.event, detail: row.detail, at: row.at })
+      )
+    })
+
   const findStuck: SagaStore["Service"]["findStuck"] = (olderThan, options) =>
     Effect.gen(function* () {
       const rows = yield* sql`
@@ -333,7 +354,17 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           return yield* new VersionConflict({ sagaId: id, expected: options.expectedVersion, actual: saga.lockVersion })
         }
         const outcome = yield* step(saga)
-        if (outcome._tag === "Stay") return saga
+        if (outcome._tag === "Stay") {
+          if (outcome.ignored !== undefined) {
+            yield* checkIgnored(outcome.ignored)
+            const detail = outcome.ignored.detail
+            yield* sql`
+              INSERT INTO orchestrator.saga_ignored_events (saga_id, lock_version, event, detail)
+              VALUES (${id}, ${saga.lockVersion}, ${outcome.ignored.event},
+                      ${detail === undefined ? null : sql.json(detail)})`
+          }
+          return saga
+        }
         const context = yield* checkAdvance(outcome, maxContextBytes)
         const updated = yield* sql`
           UPDATE orchestrator.saga_instances
@@ -401,7 +432,18 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     return { byStatus, outboxPending: outbox[0]?.count ?? 0 }
   }).pipe(Effect.mapError(storeFailure("summary")))
 
-  return SagaStore.of({ create, get, find, history, findStuck, claimDue, transact, summary, publishOutbox })
+  return SagaStore.of({
+    create,
+    get,
+    find,
+    history,
+    ignoredEvents,
+    findStuck,
+    claimDue,
+    transact,
+    summary,
+    publishOutbox
+  })
 })
 
 /** The store on the `PgClient` in context. */

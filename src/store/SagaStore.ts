@@ -9,6 +9,7 @@ import type {
 } from "../domain/errors.ts"
 import type {
   DueTimer,
+  IgnoredEvent,
   OutboxMessage,
   PendingMessage,
   SagaContext,
@@ -59,7 +60,8 @@ export interface SagaPage {
 
 /**
  * What a step decided. `Advance` is one versioned write: new state, status and context, the messages to send, the
- * timer that replaces the saga's current one (none when absent), and the history event. `Stay` writes nothing.
+ * timer that replaces the saga's current one (none when absent), and the history event. `Stay` changes nothing; with
+ * `ignored` it records the event the saga was not waiting for (a duplicate or late reply, say).
  */
 export type StepOutcome = Data.TaggedEnum<{
   Advance: {
@@ -71,7 +73,7 @@ export type StepOutcome = Data.TaggedEnum<{
     readonly messages?: ReadonlyArray<OutboxMessage> | undefined
     readonly timer?: Timer | undefined
   }
-  Stay: {}
+  Stay: { readonly ignored?: { readonly event: string; readonly detail?: unknown } | undefined }
 }>
 export const StepOutcome = Data.taggedEnum<StepOutcome>()
 
@@ -105,6 +107,8 @@ export class SagaStore extends Context.Service<
     readonly find: (filter: SagaFilter) => Effect.Effect<SagaPage, InvalidSagaData | StoreError>
     /** The saga's transitions in version order. */
     readonly history: (id: SagaId) => Effect.Effect<ReadonlyArray<Transition>, SagaNotFound | StoreError>
+    /** Events the saga received but ignored, oldest first. */
+    readonly ignoredEvents: (id: SagaId) => Effect.Effect<ReadonlyArray<IgnoredEvent>, SagaNotFound | StoreError>
     /** Active sagas whose last change is older than `olderThan`, oldest first, with what each waits for. */
     readonly findStuck: (
       olderThan: Duration.Duration,

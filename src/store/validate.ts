@@ -57,6 +57,14 @@ export const checkAdvance = Effect.fnUntraced(function* (outcome: Advance, conte
   return yield* checkContext(outcome.context, contextLimit)
 })
 
+export const checkIgnored = Effect.fnUntraced(function* (ignored: {
+  readonly event: string
+  readonly detail?: unknown
+}) {
+  yield* nonEmpty("event")(ignored.event)
+  if (ignored.detail !== undefined) yield* decode(Schema.Json, "detail")(ignored.detail)
+})
+
 /** Cursors are opaque to clients: the id of the last saga on the previous page. */
 export const encodeCursor = (id: SagaId): string => Buffer.from(id, "utf8").toString("base64url")
 

@@ -157,7 +157,14 @@ const relationsIn = (schema: string) =>
     return rows.map((row) => row.relname)
   })
 
-const sagaTables = ["saga_idempotency_keys", "saga_instances", "saga_outbox", "saga_timers", "saga_transitions"]
+const sagaTables = [
+  "saga_idempotency_keys",
+  "saga_ignored_events",
+  "saga_instances",
+  "saga_outbox",
+  "saga_timers",
+  "saga_transitions"
+]
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -222,9 +229,15 @@ layer(testLayer({ migrated: true }), { excludeTestServices: true, timeout: "60 s
       Effect.gen(function* () {
         const sql = yield* App
         const before = yield* migrationRows
-        assert.deepStrictEqual(before, [{ migration_id: 1, name: "create_saga_tables" }])
+        assert.deepStrictEqual(
+          before,
+          TestDatabase.shippedMigrations.map(([migration_id, name]) => ({ migration_id, name }))
+        )
         const read = yield* sql<{ migration_id: number }>`SELECT migration_id FROM orchestrator.effect_sql_migrations`
-        assert.deepStrictEqual(read, [{ migration_id: 1 }])
+        assert.deepStrictEqual(
+          read,
+          TestDatabase.shippedMigrations.map(([migration_id]) => ({ migration_id }))
+        )
         const statements = [
           ["INSERT", sql`INSERT INTO orchestrator.effect_sql_migrations (migration_id, name) VALUES (999, 'intruder')`],
           ["UPDATE", sql`UPDATE orchestrator.effect_sql_migrations SET name = 'intruder'`],
@@ -365,7 +378,7 @@ layer(testLayer({ migrated: true }), { excludeTestServices: true, timeout: "60 s
         // Same passwords: the runtime pool reconnects as before.
         const app = yield* App
         assert.deepStrictEqual(yield* app`SELECT count(*)::int AS n FROM orchestrator.effect_sql_migrations`, [
-          { n: 1 }
+          { n: TestDatabase.shippedMigrations.length }
         ])
       })
     )
@@ -409,7 +422,7 @@ layer(testLayer({ migrated: false }), { excludeTestServices: true, timeout: "60 
         assert.deepStrictEqual(yield* relationsIn("public"), [])
 
         const applied = yield* migrate(db.config)
-        assert.deepStrictEqual(applied, [[1, "create_saga_tables"]])
+        assert.deepStrictEqual(applied, TestDatabase.shippedMigrations)
         assert.deepStrictEqual(yield* relationsIn("orchestrator"), ["effect_sql_migrations", ...sagaTables])
       })
     )

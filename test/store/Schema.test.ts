@@ -197,6 +197,7 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("saga st
         [
           "effect_sql_migrations",
           "saga_idempotency_keys",
+          "saga_ignored_events",
           "saga_instances",
           "saga_outbox",
           "saga_timers",
@@ -222,6 +223,8 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("saga st
         [
           ["saga_idempotency_keys", "PRIMARY KEY", "idempotency_key", null],
           ["saga_idempotency_keys", "FOREIGN KEY", "saga_id", "saga_instances"],
+          ["saga_ignored_events", "PRIMARY KEY", "id", null],
+          ["saga_ignored_events", "FOREIGN KEY", "saga_id", "saga_instances"],
           ["saga_instances", "PRIMARY KEY", "id", null],
           ["saga_outbox", "PRIMARY KEY", "id", null],
           ["saga_timers", "PRIMARY KEY", "saga_id", null],

@@ -216,9 +216,30 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
       Effect.gen(function* () {
         const store = yield* SagaStore
         const { saga } = yield* start()
-        const same = yield* store.transact(saga.id, () => Effect.succeed(StepOutcome.Stay()))
+        const same = yield* store.transact(saga.id, () => Effect.succeed(StepOutcome.Stay({})))
         assert.strictEqual(same.lockVersion, 0)
         yield* assertUnchanged(saga.id, 0, 1)
+      })
+    )
+
+    it.effect("records an ignored event without changing the saga", () =>
+      Effect.gen(function* () {
+        const store = yield* SagaStore
+        const { saga } = yield* start()
+        const same = yield* store.transact(saga.id, () =>
+          Effect.succeed(
+            StepOutcome.Stay({ ignored: { event: "ReplyIgnored", detail: { taskId: "t-9", why: "duplicate" } } })
+          )
+        )
+        assert.deepStrictEqual(same, saga)
+        yield* assertUnchanged(saga.id, 0, 1)
+        const ignored = yield* store.ignoredEvents(saga.id)
+        assert.deepStrictEqual(
+          ignored.map((e) => [e.lockVersion, e.event, e.detail]),
+          [[0, "ReplyIgnored", { taskId: "t-9", why: "duplicate" }]]
+        )
+        const unknown = crypto.randomUUID() as SagaId
+        assert.deepInclude(yield* Effect.flip(store.ignoredEvents(unknown)), { _tag: "SagaNotFound" })
       })
     )
 

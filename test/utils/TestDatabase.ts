@@ -3,11 +3,13 @@
  * exactly as docker/postgres/bootstrap.sql makes them), migrated with the owner role unless asked not to, and
  * dropped afterwards. The store under test connects as the runtime role.
  */
+
+import { readdirSync } from "node:fs"
 import { NodeServices } from "@effect/platform-node"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { inject } from "vitest"
 import type { DatabaseConfig } from "../../src/Config.ts"
-import { migrate, runtimeClient } from "../../src/store/Database.ts"
+import { migrate, migrationsDirectory, runtimeClient } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import type { StoreSettings } from "../../src/store/settings.ts"
 import { bootstrap, passwords, pg, psql } from "./postgres.ts"
@@ -22,6 +24,14 @@ export class TestDatabase extends Context.Service<
     readonly superuser: (query: string) => Effect.Effect<string>
   }
 >()("test/TestDatabase") {}
+
+/** The migrations this version ships, as the migrator records them: `[id, name]` in id order. */
+export const shippedMigrations: ReadonlyArray<readonly [number, string]> = readdirSync(migrationsDirectory)
+  .flatMap((file) => {
+    const match = /^(\d+)_(.+)\.ts$/.exec(file)
+    return match ? [[Number(match[1]), match[2] ?? ""] as const] : []
+  })
+  .sort(([a], [b]) => a - b)
 
 let counter = 0
 
