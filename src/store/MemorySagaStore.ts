@@ -98,7 +98,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           }
           return { saga: existing, created: false }
         }
-        const id = (yield* random.uuidV7()) as SagaId
+        const id = input.id ?? ((yield* random.uuidV7()) as SagaId)
         const now = yield* DateTime.now
         const saga = new SagaInstance({
           id,

@@ -187,7 +187,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       const context = yield* checkCreate(input, maxContextBytes)
       // Generated once, outside the retried transaction: a retry after a commit whose acknowledgement was lost
       // finds this id and does not start a second saga.
-      const id = (yield* random.uuidV7()) as SagaId
+      const id = input.id ?? ((yield* random.uuidV7()) as SagaId)
       const transitionId = yield* random.uuidV7()
       const insert = Effect.gen(function* () {
         const key = input.idempotencyKey

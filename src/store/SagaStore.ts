@@ -22,6 +22,8 @@ import type {
 } from "../domain/Saga.ts"
 
 export interface CreateSaga {
+  /** Chosen by the caller when the first messages must name the saga; generated (UUIDv7) otherwise. */
+  readonly id?: SagaId | undefined
   readonly sagaType: string
   readonly state: string
   readonly context: SagaContext

@@ -36,6 +36,7 @@ const checkMessages = decode(Schema.Array(OutboxMessage), "messages")
 const checkTimer = decode(Schema.UndefinedOr(Timer), "timer")
 
 export const checkCreate = Effect.fnUntraced(function* (input: CreateSaga, contextLimit: number) {
+  if (input.id !== undefined) yield* decode(SagaId, "id")(input.id)
   yield* nonEmpty("sagaType")(input.sagaType)
   yield* nonEmpty("state")(input.state)
   if (input.correlationId !== undefined) yield* nonEmpty("correlationId")(input.correlationId)

@@ -1,0 +1,132 @@
+/**
+ * The saga engine. Every event — a worker's reply, a signal, a due timer, an operator's retry or cancel — is applied
+ * through `SagaStore.transact`, so each change is one locked, versioned transaction writing state, outbox messages,
+ * timer and history together. The decisions themselves live in `Engine/transitions.ts`.
+ */
+import { Context, Effect, Layer, Schema } from "effect"
+import { SecureRandom } from "effect/crypto"
+import type { ReplyMessage } from "../domain/Messages.ts"
+import type { DueTimer, SagaId, SagaInstance } from "../domain/Saga.ts"
+import type { Created, CreateSaga, TransactError } from "../store/SagaStore.ts"
+import { SagaStore } from "../store/SagaStore.ts"
+import type { AnySagaDefinition } from "./Definition.ts"
+import * as Transitions from "./Engine/transitions.ts"
+import {
+  type CorruptProgress,
+  InvalidSagaInput,
+  type InvalidSignalData,
+  type NothingToRetry,
+  type SagaFinished,
+  type SignalNotExpected,
+  type UnknownDefinitionVersion,
+  type UnknownSagaType
+} from "./errors.ts"
+import { SagaRegistry } from "./Registry.ts"
+
+export interface StartOptions {
+  readonly correlationId?: string | undefined
+  readonly idempotencyKey?: string | undefined
+}
+
+type Driven<E = never> = Effect.Effect<SagaInstance, E | TransactError | UnknownDefinitionVersion | CorruptProgress>
+
+export class Engine extends Context.Service<
+  Engine,
+  {
+    /** Starts a saga of the newest version of its type; its first task is in the outbox when this returns. */
+    readonly start: (
+      sagaType: string,
+      input: unknown,
+      options?: StartOptions
+    ) => Effect.Effect<Created, UnknownSagaType | InvalidSagaInput | Exclude<CreateError, never>>
+    /** Applies a worker's reply; a reply the saga is not waiting for is recorded and changes nothing. */
+    readonly reply: (reply: ReplyMessage) => Driven
+    /** Delivers a signal (human input); refused with a typed error, changing nothing, when unexpected or invalid. */
+    readonly signal: (sagaId: SagaId, name: string, data: unknown) => Driven<SignalNotExpected | InvalidSignalData>
+    /** Fires a claimed timer: a step timeout, a retry back-off, or a signal deadline. */
+    readonly fire: (timer: DueTimer) => Driven
+    /** Operator repair: sends the current task again (a stuck compensation too). */
+    readonly retry: (sagaId: SagaId, expectedVersion?: number) => Driven<SagaFinished | NothingToRetry>
+    /** Operator cancel: compensates what was done and ends CANCELLED. */
+    readonly cancel: (sagaId: SagaId, expectedVersion?: number) => Driven<SagaFinished>
+  }
+>()("saga-orchestrator/saga/Engine") {}
+
+type CreateError = Effect.Error<ReturnType<SagaStore["Service"]["create"]>>
+
+export const make = Effect.gen(function* () {
+  const store = yield* SagaStore
+  const registry = yield* SagaRegistry
+  const random = yield* SecureRandom.SecureRandom
+  const services = Layer.succeedContext(Context.make(SecureRandom.SecureRandom, random))
+
+  /** Loads the definition the saga started with, then applies `decide` in the saga's transaction. */
+  const drive = <E>(
+    sagaId: SagaId,
+    decide: Transitions.Decide<E>,
+    options?: { readonly expectedVersion?: number | undefined }
+  ) =>
+    store
+      .transact(
+        sagaId,
+        (saga) =>
+          Effect.gen(function* () {
+            const { progress, context } = yield* Transitions.load(saga)
+            const definition = yield* registry.get(saga.sagaType, progress.version, saga.id)
+            return yield* decide({ saga, definition, context, progress })
+          }),
+        options
+      )
+      .pipe(Effect.provide(services))
+
+  const start = Effect.fn("Engine.start")(function* (sagaType: string, input: unknown, options: StartOptions = {}) {
+    const definition: AnySagaDefinition = yield* registry.latest(sagaType)
+    const decoded = yield* Schema.decodeUnknownEffect(definition.input)(input).pipe(
+      Effect.mapError((error) => new InvalidSagaInput({ sagaType, reason: error.message }))
+    )
+    const id = (yield* random.uuidV7()) as SagaId
+    const first = yield* Transitions.begin(definition, id, definition.initialContext(decoded)).pipe(
+      Effect.provide(services),
+      // A first step that cannot even build its task is a definition bug, not bad input.
+      Effect.orDie
+    )
+    const create: CreateSaga = {
+      id,
+      sagaType,
+      state: first.state,
+      context: first.context,
+      correlationId: options.correlationId,
+      idempotencyKey: options.idempotencyKey,
+      messages: first.messages,
+      timer: first.timer
+    }
+    return yield* store.create(create)
+  })
+
+  return Engine.of({
+    start,
+    reply: (reply) =>
+      drive(reply.sagaId as SagaId, Transitions.onReply(reply)).pipe(
+        Effect.withSpan("Engine.reply", { attributes: { "saga.id": reply.sagaId, "task.id": reply.taskId } })
+      ),
+    signal: (sagaId, name, data) =>
+      drive(sagaId, Transitions.onSignal(name, data)).pipe(
+        Effect.withSpan("Engine.signal", { attributes: { "saga.id": sagaId, "signal.name": name } })
+      ),
+    fire: (timer) =>
+      drive(timer.sagaId, Transitions.onTimer(timer), { expectedVersion: timer.lockVersion }).pipe(
+        Effect.withSpan("Engine.fire", { attributes: { "saga.id": timer.sagaId } })
+      ),
+    retry: (sagaId, expectedVersion) =>
+      drive(sagaId, Transitions.onRetry, { expectedVersion }).pipe(
+        Effect.withSpan("Engine.retry", { attributes: { "saga.id": sagaId } })
+      ),
+    cancel: (sagaId, expectedVersion) =>
+      drive(sagaId, Transitions.onCancel, { expectedVersion }).pipe(
+        Effect.withSpan("Engine.cancel", { attributes: { "saga.id": sagaId } })
+      )
+  })
+})
+
+/** The engine over the SagaStore and SagaRegistry in context. */
+export const layer = Layer.effect(Engine, make).pipe(Layer.provide(SecureRandom.layerWebCrypto))
