@@ -1,22 +1,36 @@
 /**
- * The running service. The state store is ready when this layer is: the database is the configured one (migrated at
- * startup when migration credentials are given, otherwise checked to be current) or, with none configured, the
- * embedded one. Until the saga engine lands, the service keeps the store open and reports its health.
+ * The running service: the state store on the configured database (migrated at startup when migration credentials
+ * are given, otherwise checked to be current) or, with none configured, on the embedded one; the saga engine; the
+ * outbox relay, reply consumer and timer scanner; and the broker. Without ORCH_AMQP_URL the broker is in memory
+ * and simulated workers answer the tasks; in embedded mode a demonstration starts a few sagas and prints them.
  */
 import { NodeServices } from "@effect/platform-node"
 import { Duration, Effect, Layer, Option, Schedule } from "effect"
-import { AppConfig, type DatabaseConfig } from "./Config.ts"
+import * as MemoryBroker from "./broker/MemoryBroker.ts"
+import * as OutboxRelay from "./broker/OutboxRelay.ts"
+import * as ReplyConsumer from "./broker/ReplyConsumer.ts"
+import { AppConfig, type DatabaseConfig, InvalidConfig } from "./Config.ts"
+import * as Engine from "./saga/Engine.ts"
+import { SagaRegistry } from "./saga/Registry.ts"
+import * as TimerScanner from "./saga/TimerScanner.ts"
+import { BalanceCalculation } from "./sagas/BalanceCalculation.ts"
+import * as Demo from "./simulation/Demo.ts"
+import * as Workers from "./simulation/Workers.ts"
 import { checkSchemaCurrent, migrate, runtimeClient } from "./store/Database.ts"
 import * as Embedded from "./store/Embedded.ts"
 import * as PgSagaStore from "./store/PgSagaStore.ts"
 import { SagaStore } from "./store/SagaStore.ts"
 
+/** Every saga definition this build runs, old versions included while instances still use them. */
+export const definitions = [BalanceCalculation]
+
 const announceEmbedded = Effect.logWarning(
   [
     "EMBEDDED MODE: no database configured (ORCH_DB_HOST is unset).",
-    "State lives in an in-process PostgreSQL (PGlite) and is lost when the process stops.",
-    "For real use, set ORCH_DB_HOST, ORCH_DB_PORT, ORCH_DB_NAME, ORCH_DB_USER (and ORCH_DB_MIGRATION_USER) with the",
-    "password files db_password (and db_migration_password) in ORCH_SECRETS_DIR; see README.md."
+    "State lives in an in-process PostgreSQL (PGlite) and is lost when the process stops; tasks go to an in-memory",
+    "broker answered by simulated workers. For real use, set ORCH_DB_HOST, ORCH_DB_PORT, ORCH_DB_NAME, ORCH_DB_USER",
+    "(and ORCH_DB_MIGRATION_USER) with the password files db_password (and db_migration_password) in",
+    "ORCH_SECRETS_DIR, and ORCH_AMQP_URL with amqp_password; see README.md."
   ].join("\n")
 )
 
@@ -50,19 +64,57 @@ const store = Layer.unwrap(
   Layer.tap((context) => Effect.asVoid(Effect.provideContext(checkSchemaCurrent, context)))
 )
 
-const reportHealth = Effect.gen(function* () {
-  const store = yield* SagaStore
-  const report = store.summary.pipe(
-    Effect.flatMap(({ byStatus, outboxPending }) =>
-      Effect.logInfo("state store healthy", { sagas: byStatus, outboxPending })
-    ),
-    Effect.catch((error) => Effect.logError("state store unavailable", error.message))
-  )
-  yield* Effect.logInfo("saga orchestrator started (the saga engine is not part of this version yet)")
-  yield* report.pipe(Effect.repeat(Schedule.spaced(Duration.seconds(30))), Effect.forkScoped)
-})
+const reportHealth = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const store = yield* SagaStore
+    const report = store.summary.pipe(
+      Effect.flatMap(({ byStatus, outboxPending }) =>
+        Effect.logInfo("state store healthy", { sagas: byStatus, outboxPending })
+      ),
+      Effect.catch((error) => Effect.logError("state store unavailable", error.message))
+    )
+    yield* Effect.logInfo("saga orchestrator started")
+    yield* report.pipe(Effect.repeat(Schedule.spaced(Duration.seconds(30))), Effect.forkScoped)
+  })
+)
 
-export const layer = Layer.effectDiscard(reportHealth).pipe(
+/** Simulated workers as the demonstration runs them: quick, with some retryable and some fatal failures. */
+const demoWorkers: Workers.Options = {
+  latency: "400 millis",
+  byTaskType: {
+    "gitlab.prepare_branch": { failureRate: 0.25, retryableRate: 1 },
+    "solver.balance": { failureRate: 0.2, retryableRate: 0 }
+  }
+}
+
+const services = Layer.unwrap(
+  Effect.gen(function* () {
+    const config = yield* AppConfig
+    if (Option.isSome(config.amqp)) {
+      return yield* new InvalidConfig({
+        reason:
+          "ORCH_AMQP_URL is set, but this version has no RabbitMQ broker yet: unset it to use the in-memory broker"
+      })
+    }
+    const embedded = Option.isNone(config.database)
+    if (!embedded)
+      yield* Effect.logWarning("ORCH_AMQP_URL is unset: tasks go to an in-memory broker and simulated workers")
+    // The workers bind their queue before anything is published: a task with no queue bound would be dropped.
+    const workers = Workers.layer(embedded ? demoWorkers : {}).pipe(Layer.orDie)
+    return Layer.mergeAll(
+      reportHealth,
+      OutboxRelay.layer(),
+      ReplyConsumer.layer(),
+      TimerScanner.layer(),
+      embedded ? Demo.layer(Demo.defaultDemoSettings) : Layer.empty
+    ).pipe(Layer.provide(workers))
+  })
+)
+
+export const layer = services.pipe(
+  Layer.provide(Engine.layer),
+  Layer.provide(SagaRegistry.layer(definitions)),
+  Layer.provide(MemoryBroker.layer),
   Layer.provide(store),
   Layer.provide(AppConfig.layer),
   Layer.provide(NodeServices.layer)

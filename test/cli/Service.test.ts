@@ -110,16 +110,19 @@ describe("orchestrator service and CLI", () => {
   )
 
   it.live(
-    "runs in embedded mode with no database configured, says so, and stops cleanly on SIGTERM",
+    "runs sagas end to end in embedded mode with no database configured, says so, and stops cleanly on SIGTERM",
     () =>
       Effect.gen(function* () {
         const service = yield* startScoped(["src/main.ts"], { ORCH_SECRETS_DIR: secrets })
         yield* service.waitFor(/EMBEDDED MODE/, 30_000)
         yield* service.waitFor(/applied migrations: 1_create_saga_tables/, 30_000)
-        yield* service.waitFor(/state store healthy/, 30_000)
+        yield* service.waitFor(/started 3 BALANCE_CALCULATION sagas/, 30_000)
+        // The demonstration runs sagas end to end: PGlite, engine, in-memory broker and simulated workers.
+        yield* service.waitFor(/all 3 demo sagas finished: \d+ completed, \d+ failed, 0 cancelled/, 60_000)
+        assert.match(service.output(), /(COMPLETED|FAILED)\s+(COMPLETED|FAILED)/)
         service.child.kill("SIGTERM")
         assert.strictEqual(yield* service.exited, 0)
       }),
-    { timeout: 60_000 }
+    { timeout: 100_000 }
   )
 })
