@@ -18,6 +18,7 @@ import * as Demo from "./simulation/Demo.ts"
 import * as Workers from "./simulation/Workers.ts"
 import { checkSchemaCurrent, migrate, runtimeClient } from "./store/Database.ts"
 import * as Embedded from "./store/Embedded.ts"
+import * as OutboxNotifications from "./store/OutboxNotifications.ts"
 import * as PgSagaStore from "./store/PgSagaStore.ts"
 import { SagaStore } from "./store/SagaStore.ts"
 
@@ -101,9 +102,16 @@ const services = Layer.unwrap(
       yield* Effect.logWarning("ORCH_AMQP_URL is unset: tasks go to an in-memory broker and simulated workers")
     // The workers bind their queue before anything is published: a task with no queue bound would be dropped.
     const workers = Workers.layer(embedded ? demoWorkers : {}).pipe(Layer.orDie)
+    // On PostgreSQL the relay wakes on commit notifications and polls once a second as a fallback; the embedded
+    // database has a single connection, which a listener would hold, so there the relay polls often instead.
+    const relay = embedded
+      ? OutboxRelay.layer({ ...OutboxRelay.defaultRelaySettings, idleDelay: "100 millis" })
+      : OutboxRelay.layer({ ...OutboxRelay.defaultRelaySettings, idleDelay: "1 second" }).pipe(
+          Layer.provide(OutboxNotifications.layerPg)
+        )
     return Layer.mergeAll(
       reportHealth,
-      OutboxRelay.layer(),
+      relay,
       ReplyConsumer.layer(),
       TimerScanner.layer(),
       embedded ? Demo.layer(Demo.defaultDemoSettings) : Layer.empty

@@ -3,14 +3,15 @@
  * A crash between confirm and delete publishes a message again — delivery is at least once, and every consumer
  * deduplicates by message id / task id. Several relays may run at once: batches are claimed with SKIP LOCKED.
  */
-import { Duration, Effect, Layer, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Schedule } from "effect"
 import type { PendingMessage } from "../domain/Saga.ts"
+import { OutboxNotifications } from "../store/OutboxNotifications.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import { Broker, type OutgoingMessage } from "./Broker.ts"
 
 export interface RelaySettings {
   readonly batchSize: number
-  /** How long the relay waits before looking again when the outbox was empty. */
+  /** How long the relay waits before looking again when the outbox was empty and no commit woke it. */
   readonly idleDelay: Duration.Input
 }
 
@@ -33,10 +34,18 @@ export const relayOnce = (batchSize: number) =>
     return yield* store.publishOutbox(batchSize, (messages) => broker.publish(messages.map(toOutgoing)))
   })
 
+/** Until the next look: a commit notification when the store has them, the idle delay at the latest. */
+const idle = (delay: Duration.Input) =>
+  Effect.serviceOption(OutboxNotifications).pipe(
+    Effect.flatMap((notifications) =>
+      Option.isSome(notifications) ? notifications.value.next(delay) : Effect.sleep(delay)
+    )
+  )
+
 export const run = (settings: RelaySettings = defaultRelaySettings) =>
   relayOnce(settings.batchSize).pipe(
-    // A full batch means more is waiting: go again at once; otherwise rest a little.
-    Effect.flatMap((published) => (published < settings.batchSize ? Effect.sleep(settings.idleDelay) : Effect.void)),
+    // A full batch means more is waiting: go again at once; otherwise wait for the next commit.
+    Effect.flatMap((published) => (published < settings.batchSize ? idle(settings.idleDelay) : Effect.void)),
     Effect.catch((error) =>
       Effect.logWarning("outbox relay: publishing failed; retrying", error.message).pipe(
         Effect.andThen(Effect.sleep(Duration.seconds(1)))

@@ -212,10 +212,13 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         return next
       }).pipe(lock.withPermits(1)),
 
-    summary: Effect.sync(() => {
+    summary: Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
       const byStatus = { RUNNING: 0, COMPENSATING: 0, COMPLETED: 0, FAILED: 0, CANCELLED: 0 }
       for (const saga of sagas.values()) byStatus[saga.status] += 1
-      return { byStatus, outboxPending: outbox.length }
+      const oldest = outbox[0]
+      const outboxLagMillis = oldest === undefined ? 0 : Math.max(0, now - DateTime.toEpochMillis(oldest.createdAt))
+      return { byStatus, outboxPending: outbox.length, outboxLagMillis }
     }),
 
     publishOutbox: (limit, publish) =>

@@ -426,10 +426,13 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
   const summary: SagaStore["Service"]["summary"] = Effect.gen(function* () {
     const rows = yield* sql<{ status: SagaStatus; count: number }>`
       SELECT status, count(*)::int AS count FROM orchestrator.saga_instances GROUP BY status`
-    const outbox = yield* sql<{ count: number }>`SELECT count(*)::int AS count FROM orchestrator.saga_outbox`
+    const outbox = yield* sql<{ count: number; lag: number }>`
+      SELECT count(*)::int AS count,
+             COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) * 1000, 0)::float8 AS lag
+      FROM orchestrator.saga_outbox`
     const byStatus = { RUNNING: 0, COMPENSATING: 0, COMPLETED: 0, FAILED: 0, CANCELLED: 0 }
     for (const row of rows) byStatus[row.status] = row.count
-    return { byStatus, outboxPending: outbox[0]?.count ?? 0 }
+    return { byStatus, outboxPending: outbox[0]?.count ?? 0, outboxLagMillis: Math.max(0, outbox[0]?.lag ?? 0) }
   }).pipe(Effect.mapError(storeFailure("summary")))
 
   return SagaStore.of({

@@ -83,6 +83,8 @@ export interface StoreSummary {
   readonly byStatus: Readonly<Record<SagaStatus, number>>
   /** Committed messages not yet confirmed by the broker. */
   readonly outboxPending: number
+  /** The outbox relay's lag: age of the oldest unpublished message, 0 when none waits. */
+  readonly outboxLagMillis: number
 }
 
 export type StoreError = StoreUnavailable

@@ -21,4 +21,18 @@ describe("MemorySagaStore", () => {
       )
     }).pipe(Effect.provide(MemorySagaStore.layer()))
   )
+
+  it.effect("reports the outbox lag: the age of the oldest unpublished message", () =>
+    Effect.gen(function* () {
+      const store = yield* SagaStore
+      const message = { exchange: "orchestrator.tasks", routingKey: "geometry.mesh", payload: {} }
+      assert.strictEqual((yield* store.summary).outboxLagMillis, 0)
+      yield* store.create({ sagaType: "T", state: "A", context: {}, messages: [message] })
+      yield* TestClock.adjust(Duration.seconds(5))
+      yield* store.create({ sagaType: "T", state: "A", context: {}, messages: [message] })
+      assert.deepInclude(yield* store.summary, { outboxPending: 2, outboxLagMillis: 5000 })
+      yield* store.publishOutbox(10, () => Effect.void)
+      assert.deepInclude(yield* store.summary, { outboxPending: 0, outboxLagMillis: 0 })
+    }).pipe(Effect.provide(MemorySagaStore.layer()))
+  )
 })
