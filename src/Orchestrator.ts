@@ -13,7 +13,7 @@ import { AppConfig, type DatabaseConfig, InvalidConfig } from "./Config.ts"
 import * as Engine from "./saga/Engine.ts"
 import { SagaRegistry } from "./saga/Registry.ts"
 import * as TimerScanner from "./saga/TimerScanner.ts"
-import { BalanceCalculation } from "./sagas/BalanceCalculation.ts"
+import { definitions } from "./sagas/index.ts"
 import * as Demo from "./simulation/Demo.ts"
 import * as Workers from "./simulation/Workers.ts"
 import { checkSchemaCurrent, migrate, runtimeClient } from "./store/Database.ts"
@@ -21,9 +21,6 @@ import * as Embedded from "./store/Embedded.ts"
 import * as OutboxNotifications from "./store/OutboxNotifications.ts"
 import * as PgSagaStore from "./store/PgSagaStore.ts"
 import { SagaStore } from "./store/SagaStore.ts"
-
-/** Every saga definition this build runs, old versions included while instances still use them. */
-export const definitions = [BalanceCalculation]
 
 const announceEmbedded = Effect.logWarning(
   [

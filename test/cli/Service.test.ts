@@ -96,6 +96,21 @@ describe("orchestrator service and CLI", () => {
     { timeout: 60_000 }
   )
 
+  it.effect("`orchestrator definitions` prints each saga as its transition table, as text or JSON", () =>
+    Effect.gen(function* () {
+      const json = start(["src/cli.ts", "definitions", "--json"], {})
+      assert.strictEqual(yield* json.exited, 0)
+      const [definition] = JSON.parse(json.output()) as Array<{ type: string; transitions: Array<{ state: string }> }>
+      assert.strictEqual(definition?.type, "BALANCE_CALCULATION")
+      assert.deepStrictEqual(
+        definition?.transitions.map((t) => t.state),
+        ["PREPARING_BRANCH", "MESHING_GEOMETRY", "AWAITING_CONDENSER_INPUT", "RUNNING_SOLVER", "PUBLISHING_RESULTS"]
+      )
+      const text = start(["src/cli.ts", "definitions"], {})
+      assert.strictEqual(yield* text.exited, 0)
+      assert.match(text.output(), /^AWAITING_CONDENSER_INPUT\s+signal condenser_input\s+RUNNING_SOLVER/m)
+    }))
+
   it.effect("refuses a password in the environment, naming the file, and exits 1", () =>
     Effect.gen(function* () {
       const service = start(["src/main.ts"], {
