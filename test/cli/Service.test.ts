@@ -109,7 +109,8 @@ describe("orchestrator service and CLI", () => {
       const text = start(["src/cli.ts", "definitions"], {})
       assert.strictEqual(yield* text.exited, 0)
       assert.match(text.output(), /^AWAITING_CONDENSER_INPUT\s+signal condenser_input\s+RUNNING_SOLVER/m)
-    }))
+    })
+  )
 
   it.effect("refuses a password in the environment, naming the file, and exits 1", () =>
     Effect.gen(function* () {
