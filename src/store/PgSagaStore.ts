@@ -3,105 +3,22 @@
  * `UPDATE … WHERE lock_version = …`, and the history, timer and outbox writes.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Array as Arr, Data, DateTime, Duration, Effect, Layer, Schema } from "effect"
+import { Array as Arr, Data, DateTime, Duration, Effect, Layer } from "effect"
 import { SecureRandom } from "effect/crypto"
 import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/errors.ts"
+import type { OutboxMessage, SagaId, SagaInstance, SagaStatus, Timer } from "../domain/Saga.ts"
 import {
-  Awaiting,
-  DueTimer,
-  IgnoredEvent,
-  type OutboxMessage,
-  PendingMessage,
-  SagaContext,
-  type SagaId,
-  SagaInstance,
-  SagaStatus,
-  StuckSaga,
-  type Timer,
-  Transition
-} from "../domain/Saga.ts"
+  toDueTimers,
+  toIgnoredEvents,
+  toPendingMessages,
+  toSaga,
+  toStuckSaga,
+  toTransitions
+} from "./PgSagaStore/rows.ts"
 import { SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
 import { storeFailure, withTransactionRetry } from "./transactions.ts"
 import { checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
-
-const SagaRow = Schema.Struct({
-  id: Schema.String,
-  saga_type: Schema.String,
-  current_state: Schema.String,
-  status: SagaStatus,
-  context: SagaContext,
-  correlation_id: Schema.String,
-  lock_version: Schema.Int,
-  created_at: Schema.DateTimeUtcFromDate,
-  updated_at: Schema.DateTimeUtcFromDate
-})
-const decodeSagaRow = Schema.decodeUnknownEffect(SagaRow)
-
-const toSaga = (row: unknown) =>
-  decodeSagaRow(row).pipe(
-    Effect.map(
-      (r) =>
-        new SagaInstance({
-          id: r.id as SagaId,
-          sagaType: r.saga_type,
-          currentState: r.current_state,
-          status: r.status,
-          context: r.context,
-          correlationId: r.correlation_id,
-          lockVersion: r.lock_version,
-          createdAt: r.created_at,
-          updatedAt: r.updated_at
-        })
-    ),
-    Effect.orDie
-  )
-
-const TimerColumns = Schema.Struct({
-  timer_due_at: Schema.NullOr(Schema.DateTimeUtcFromDate),
-  timer_awaiting: Schema.NullOr(Awaiting)
-})
-const decodeTimerColumns = Schema.decodeUnknownEffect(TimerColumns)
-
-const TransitionRow = Schema.Struct({
-  lock_version: Schema.Int,
-  from_state: Schema.NullOr(Schema.String),
-  to_state: Schema.String,
-  status: SagaStatus,
-  event: Schema.String,
-  detail: Schema.NullOr(Schema.Json),
-  at: Schema.DateTimeUtcFromDate
-})
-const decodeTransitionRows = Schema.decodeUnknownEffect(Schema.Array(TransitionRow))
-
-const IgnoredRow = Schema.Struct({
-  lock_version: Schema.Int,
-  event: Schema.String,
-  detail: Schema.NullOr(Schema.Json),
-  at: Schema.DateTimeUtcFromDate
-})
-const decodeIgnoredRows = Schema.decodeUnknownEffect(Schema.Array(IgnoredRow))
-
-const DueRow = Schema.Struct({
-  saga_id: Schema.String,
-  lock_version: Schema.Int,
-  due_at: Schema.DateTimeUtcFromDate,
-  awaiting: Awaiting
-})
-const decodeDueRows = Schema.decodeUnknownEffect(Schema.Array(DueRow))
-
-const OutboxRow = Schema.Struct({
-  id: Schema.Union([Schema.String, Schema.Number, Schema.BigInt]),
-  message_id: Schema.String,
-  saga_id: Schema.String,
-  correlation_id: Schema.String,
-  exchange: Schema.String,
-  routing_key: Schema.String,
-  headers: Schema.Record(Schema.String, Schema.String),
-  payload: Schema.Json,
-  created_at: Schema.DateTimeUtcFromDate
-})
-const decodeOutboxRows = Schema.decodeUnknownEffect(Schema.Array(OutboxRow))
 
 /** The idempotency key was taken by a concurrent create between our check and our insert. */
 class KeyTaken extends Data.TaggedError("KeyTaken")<{}> {}
@@ -259,19 +176,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         FROM orchestrator.saga_transitions WHERE saga_id = ${id} ORDER BY lock_version`.pipe(
         Effect.mapError(storeFailure("history"))
       )
-      const decoded = yield* decodeTransitionRows(rows).pipe(Effect.orDie)
-      return decoded.map(
-        (row) =>
-          new Transition({
-            lockVersion: row.lock_version,
-            fromState: row.from_state,
-            toState: row.to_state,
-            status: row.status,
-            event: row.event,
-            detail: row.detail,
-            at: row.at
-          })
-      )
+      return yield* toTransitions(rows)
     })
 
   const ignoredEvents: SagaStore["Service"]["ignoredEvents"] = (id) =>
@@ -280,10 +185,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       const rows = yield* sql`
         SELECT lock_version, event, detail, at FROM orchestrator.saga_ignored_events
         WHERE saga_id = ${id} ORDER BY id`.pipe(Effect.mapError(storeFailure("ignoredEvents")))
-      const decoded = yield* decodeIgnoredRows(rows).pipe(Effect.orDie)
-      return decoded.map(
-        (row) => new IgnoredEvent({ lockVersion: row.lock_version, event: row.event, detail: row.detail, at: row.at })
-      )
+      return yield* toIgnoredEvents(rows)
     })
 
   const findStuck: SagaStore["Service"]["findStuck"] = (olderThan, options) =>
@@ -297,19 +199,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           AND s.updated_at <= now() - ${Duration.toMillis(olderThan)} * interval '1 millisecond'
         ORDER BY s.updated_at
         LIMIT ${options?.limit ?? 100}`.pipe(Effect.mapError(storeFailure("findStuck")))
-      return yield* Effect.forEach(rows, (row) =>
-        Effect.gen(function* () {
-          const saga = yield* toSaga(row)
-          const timer = yield* decodeTimerColumns(row).pipe(Effect.orDie)
-          return new StuckSaga({
-            saga,
-            timer:
-              timer.timer_due_at === null || timer.timer_awaiting === null
-                ? null
-                : { dueAt: timer.timer_due_at, awaiting: timer.timer_awaiting }
-          })
-        })
-      )
+      return yield* Effect.forEach(rows, toStuckSaga)
     })
 
   const claimDue: SagaStore["Service"]["claimDue"] = (now, limit) =>
@@ -326,18 +216,8 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         UPDATE orchestrator.saga_timers t SET due_at = ${leasedUntil}
         FROM due WHERE t.saga_id = due.saga_id
         RETURNING t.saga_id, t.lock_version, due.due_at, t.awaiting`.pipe(Effect.mapError(storeFailure("claimDue")))
-      const due = yield* decodeDueRows(rows).pipe(Effect.orDie)
-      return due
-        .map(
-          (row) =>
-            new DueTimer({
-              sagaId: row.saga_id as SagaId,
-              lockVersion: row.lock_version,
-              dueAt: row.due_at,
-              awaiting: row.awaiting
-            })
-        )
-        .sort((a, b) => DateTime.toEpochMillis(a.dueAt) - DateTime.toEpochMillis(b.dueAt))
+      const due = yield* toDueTimers(rows)
+      return due.sort((a, b) => DateTime.toEpochMillis(a.dueAt) - DateTime.toEpochMillis(b.dueAt))
     })
 
   const transact: SagaStore["Service"]["transact"] = (id, step, options) =>
@@ -402,24 +282,10 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           SELECT id, message_id, saga_id, correlation_id, exchange, routing_key, headers, payload, created_at
           FROM orchestrator.saga_outbox ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED`
         if (rows.length === 0) return 0
-        const decoded = yield* decodeOutboxRows(rows).pipe(Effect.orDie)
-        yield* publish(
-          decoded.map(
-            (row) =>
-              new PendingMessage({
-                messageId: row.message_id,
-                sagaId: row.saga_id as SagaId,
-                correlationId: row.correlation_id,
-                exchange: row.exchange,
-                routingKey: row.routing_key,
-                payload: row.payload,
-                headers: row.headers,
-                createdAt: row.created_at
-              })
-          )
-        )
-        yield* sql`DELETE FROM orchestrator.saga_outbox WHERE id IN ${sql.in(decoded.map((row) => row.id))}`
-        return decoded.length
+        const { ids, messages } = yield* toPendingMessages(rows)
+        yield* publish(messages)
+        yield* sql`DELETE FROM orchestrator.saga_outbox WHERE id IN ${sql.in(ids)}`
+        return messages.length
       })
     )
 
