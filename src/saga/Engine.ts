@@ -5,8 +5,9 @@
  */
 import { Context, Effect, Layer, Schema } from "effect"
 import { SecureRandom } from "effect/crypto"
+import { SagaNotFound } from "../domain/errors.ts"
 import type { ReplyMessage } from "../domain/Messages.ts"
-import type { DueTimer, SagaId, SagaInstance } from "../domain/Saga.ts"
+import { type DueTimer, SagaId, type SagaInstance } from "../domain/Saga.ts"
 import type { Created, CreateSaga, TransactError } from "../store/SagaStore.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import type { AnySagaDefinition } from "./Definition.ts"
@@ -106,7 +107,10 @@ export const make = Effect.gen(function* () {
   return Engine.of({
     start,
     reply: (reply) =>
-      drive(reply.sagaId as SagaId, Transitions.onReply(reply)).pipe(
+      // The id comes from outside: one that is not even a saga id names no saga (the database would refuse it).
+      Schema.decodeUnknownEffect(SagaId)(reply.sagaId).pipe(
+        Effect.mapError(() => new SagaNotFound({ sagaId: reply.sagaId })),
+        Effect.flatMap((sagaId) => drive(sagaId, Transitions.onReply(reply))),
         Effect.withSpan("Engine.reply", { attributes: { "saga.id": reply.sagaId, "task.id": reply.taskId } })
       ),
     signal: (sagaId, name, data) =>

@@ -3,10 +3,10 @@
  * `UPDATE … WHERE lock_version = …`, and the history, timer and outbox writes.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Array as Arr, Data, DateTime, Duration, Effect, Layer } from "effect"
+import { Array as Arr, Data, DateTime, Duration, Effect, Layer, Schema } from "effect"
 import { SecureRandom } from "effect/crypto"
 import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/errors.ts"
-import type { OutboxMessage, SagaId, SagaInstance, SagaStatus, Timer } from "../domain/Saga.ts"
+import { type OutboxMessage, SagaId, type SagaInstance, type SagaStatus, type Timer } from "../domain/Saga.ts"
 import {
   toDueTimers,
   toIgnoredEvents,
@@ -19,6 +19,8 @@ import { SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
 import { storeFailure, withTransactionRetry } from "./transactions.ts"
 import { checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
+
+const isSagaId = Schema.is(SagaId)
 
 /** The idempotency key was taken by a concurrent create between our check and our insert. */
 class KeyTaken extends Data.TaggedError("KeyTaken")<{}> {}
@@ -33,17 +35,23 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
 
   const columns = sql`id, saga_type, current_state, status, context, correlation_id, lock_version, created_at, updated_at`
 
+  // Ids come from outside (messages, URLs): one that is not a UUID names no saga, and must not reach PostgreSQL,
+  // which would refuse it with an error that looks like an outage.
   const selectSaga = (id: SagaId) =>
-    sql`SELECT ${columns} FROM orchestrator.saga_instances WHERE id = ${id}`.pipe(
-      Effect.flatMap((rows) => (rows[0] === undefined ? Effect.succeed(undefined) : toSaga(rows[0])))
-    )
+    isSagaId(id)
+      ? sql`SELECT ${columns} FROM orchestrator.saga_instances WHERE id = ${id}`.pipe(
+          Effect.flatMap((rows) => (rows[0] === undefined ? Effect.succeed(undefined) : toSaga(rows[0])))
+        )
+      : Effect.succeed(undefined)
 
   const lockSaga = (id: SagaId) =>
-    sql`SELECT ${columns} FROM orchestrator.saga_instances WHERE id = ${id} FOR UPDATE`.pipe(
-      Effect.flatMap((rows) =>
-        rows[0] === undefined ? Effect.fail(new SagaNotFound({ sagaId: id })) : toSaga(rows[0])
-      )
-    )
+    isSagaId(id)
+      ? sql`SELECT ${columns} FROM orchestrator.saga_instances WHERE id = ${id} FOR UPDATE`.pipe(
+          Effect.flatMap((rows) =>
+            rows[0] === undefined ? Effect.fail(new SagaNotFound({ sagaId: id })) : toSaga(rows[0])
+          )
+        )
+      : Effect.fail(new SagaNotFound({ sagaId: id }))
 
   const record = (saga: SagaInstance, fromState: string | null, event: string, detail: unknown, transitionId: string) =>
     sql`

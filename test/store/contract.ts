@@ -162,13 +162,19 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
       })
     )
 
-    it.effect("reports an unknown id as SagaNotFound", () =>
+    it.effect("reports an unknown or malformed id as SagaNotFound", () =>
       Effect.gen(function* () {
         const store = yield* SagaStore
         const id = crypto.randomUUID() as SagaId
         assert.deepInclude(yield* Effect.flip(store.get(id)), { _tag: "SagaNotFound", sagaId: id })
         assert.deepInclude(yield* Effect.flip(store.history(id)), { _tag: "SagaNotFound", sagaId: id })
         assert.deepInclude(yield* Effect.flip(store.transact(id, advance("X"))), { _tag: "SagaNotFound", sagaId: id })
+        for (const malformed of ["not-a-uuid", "", "1; DROP TABLE x"] as Array<SagaId>) {
+          assert.deepInclude(yield* Effect.flip(store.get(malformed)), { _tag: "SagaNotFound" })
+          assert.deepInclude(yield* Effect.flip(store.history(malformed)), { _tag: "SagaNotFound" })
+          assert.deepInclude(yield* Effect.flip(store.ignoredEvents(malformed)), { _tag: "SagaNotFound" })
+          assert.deepInclude(yield* Effect.flip(store.transact(malformed, advance("X"))), { _tag: "SagaNotFound" })
+        }
       })
     )
 

@@ -1,0 +1,257 @@
+/**
+ * The reply consumer between the in-memory broker and the engine: what it acknowledges, what it dead-letters (and
+ * why), and what it keeps for later when the store is down. Every reply arrives through `orchestrator.replies`, as a
+ * worker or an outside producer would send it.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Layer, Ref } from "effect"
+import { TestClock } from "effect/testing"
+import * as MemoryBroker from "../../src/broker/MemoryBroker.ts"
+import * as ReplyConsumer from "../../src/broker/ReplyConsumer.ts"
+import { StoreUnavailable } from "../../src/domain/errors.ts"
+import { deadLetterReasonHeader, Exchanges, Queues, type TaskMessage } from "../../src/domain/Messages.ts"
+import type { SagaId } from "../../src/domain/Saga.ts"
+import * as Engine from "../../src/saga/Engine.ts"
+import { SagaRegistry } from "../../src/saga/Registry.ts"
+import { BalanceCalculation } from "../../src/sagas/BalanceCalculation.ts"
+import * as MemorySagaStore from "../../src/store/MemorySagaStore.ts"
+import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
+import { input, results, succeeded, takeTask } from "../saga/harness.ts"
+
+/** Switches the store's transactions off and on, and counts them. */
+class StoreOutage extends Context.Service<
+  StoreOutage,
+  {
+    readonly setDown: (down: boolean) => Effect.Effect<void>
+    /** Calls to `transact`, failed ones included. */
+    readonly transactCalls: Effect.Effect<number>
+  }
+>()("test/StoreOutage") {}
+
+/** The in-memory store, except that `transact` fails with `StoreUnavailable` while the outage lasts. */
+const outageStore = Layer.effectContext(
+  Effect.gen(function* () {
+    const inner = yield* SagaStore
+    const down = yield* Ref.make(false)
+    const calls = yield* Ref.make(0)
+    const store = SagaStore.of({
+      ...inner,
+      transact: (id, step, options) =>
+        Effect.gen(function* () {
+          yield* Ref.update(calls, (n) => n + 1)
+          if (yield* Ref.get(down)) {
+            return yield* new StoreUnavailable({ operation: "transact", reason: "connection refused (simulated)" })
+          }
+          return yield* inner.transact(id, step, options)
+        })
+    })
+    const outage = StoreOutage.of({ setDown: (value) => Ref.set(down, value), transactCalls: Ref.get(calls) })
+    return Context.make(SagaStore, store).pipe(Context.add(StoreOutage, outage))
+  })
+).pipe(Layer.provide(MemorySagaStore.layer()))
+
+const runtime = <S>(store: Layer.Layer<SagaStore | S>) =>
+  Engine.layer.pipe(
+    Layer.provideMerge(SagaRegistry.layer([BalanceCalculation])),
+    Layer.provideMerge(store),
+    Layer.provideMerge(MemoryBroker.layer)
+  )
+
+/** Lets forked fibers run until `condition` holds; fails the test if it never does. */
+const eventually = (condition: Effect.Effect<boolean, unknown, SagaStore | MemoryBroker.MemoryBroker>, what: string) =>
+  Effect.gen(function* () {
+    for (let round = 0; round < 500; round++) {
+      if (yield* condition) return
+      yield* Effect.yieldNow
+    }
+    assert.fail(`never happened: ${what}`)
+  })
+
+const queue = (name: string) => Effect.flatMap(MemoryBroker.MemoryBroker, (memory) => memory.messages(name))
+const unacknowledged = (name: string) =>
+  Effect.flatMap(MemoryBroker.MemoryBroker, (memory) => memory.unacknowledged(name))
+const deadLetters = queue(Queues.deadLetters)
+const get = (id: SagaId) => Effect.flatMap(SagaStore, (store) => store.get(id))
+
+/** Nothing waits in the reply queue or sits there unacknowledged. */
+const repliesSettled = Effect.gen(function* () {
+  return (yield* queue(Queues.replies)).length === 0 && (yield* unacknowledged(Queues.replies)).length === 0
+})
+
+/** A new saga and the first task it sent (prepare_branch). */
+const started = Effect.gen(function* () {
+  const engine = yield* Engine.Engine
+  const { saga } = yield* engine.start("BALANCE_CALCULATION", input)
+  const task = yield* takeTask
+  return { saga, task }
+})
+
+const sendReply = (body: string, messageId: string, routingKey = "gitlab.prepare_branch") =>
+  Effect.flatMap(MemoryBroker.MemoryBroker, (memory) =>
+    memory.inject(Exchanges.replies, routingKey, body, { messageId, correlationId: "corr-1" })
+  )
+
+const prepared = (task: TaskMessage) => JSON.stringify(succeeded(task, results["gitlab.prepare_branch"]))
+
+const consume = Effect.forkScoped(ReplyConsumer.run())
+
+describe("ReplyConsumer", () => {
+  it.effect.each([
+    {
+      problem: "malformed JSON",
+      body: () => '{"sagaId": "',
+      reason: /^malformed reply: .*JSON/
+    },
+    {
+      problem: "valid JSON of the wrong shape",
+      body: (task: TaskMessage) => JSON.stringify({ sagaId: task.sagaId, taskId: task.taskId, outcome: "done" }),
+      reason: /^malformed reply: .*"succeeded" \| "failed"[\s\S]*outcome/
+    },
+    {
+      problem: "a reply for an unknown saga",
+      body: (task: TaskMessage) =>
+        JSON.stringify({ ...succeeded(task), sagaId: "0190f5a4-7c1e-7d2a-9b3c-4d5e6f708192" }),
+      reason: /^unknown saga 0190f5a4-7c1e-7d2a-9b3c-4d5e6f708192$/
+    },
+    {
+      problem: "a reply whose saga id is not a saga id at all",
+      body: (task: TaskMessage) => JSON.stringify({ ...succeeded(task), sagaId: "plant-7/run-42" }),
+      reason: /^unknown saga plant-7\/run-42$/
+    }
+  ])("dead-letters $problem with the reason, changes nothing and keeps consuming", ({ body, reason }) =>
+    Effect.gen(function* () {
+      const store = yield* SagaStore
+      const { saga, task } = yield* started
+      yield* consume
+      const poison = body(task)
+      yield* sendReply(poison, "poison-1")
+      yield* eventually(
+        Effect.map(deadLetters, (dead) => dead.length === 1),
+        "the reply is dead-lettered"
+      )
+      const [dead] = yield* deadLetters
+      assert.strictEqual(dead?.messageId, "poison-1")
+      assert.strictEqual(dead?.body, poison)
+      assert.strictEqual(dead?.exchange, Exchanges.deadLetter)
+      assert.strictEqual(dead?.routingKey, "gitlab.prepare_branch")
+      assert.strictEqual(dead?.correlationId, "corr-1")
+      assert.match(dead?.headers[deadLetterReasonHeader] ?? "", reason)
+      assert.isTrue(yield* repliesSettled)
+      assert.deepStrictEqual(yield* get(saga.id), saga)
+      assert.strictEqual((yield* store.history(saga.id)).length, 1)
+      assert.deepStrictEqual(yield* store.ignoredEvents(saga.id), [])
+      assert.strictEqual((yield* store.find({})).items.length, 1)
+
+      yield* sendReply(prepared(task), "good-1")
+      yield* eventually(
+        Effect.map(get(saga.id), (s) => s.currentState === "MESHING_GEOMETRY"),
+        "the valid reply after it is applied"
+      )
+      yield* eventually(repliesSettled, "the valid reply is acknowledged")
+      assert.strictEqual((yield* deadLetters).length, 1)
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+  )
+
+  it.effect("applies a valid reply and acknowledges it", () =>
+    Effect.gen(function* () {
+      const store = yield* SagaStore
+      const { saga, task } = yield* started
+      yield* consume
+      yield* sendReply(prepared(task), "reply-1")
+      yield* eventually(
+        Effect.map(get(saga.id), (s) => s.lockVersion === 1),
+        "the reply is applied"
+      )
+      yield* eventually(repliesSettled, "the reply is acknowledged")
+      const moved = yield* get(saga.id)
+      assert.deepInclude(moved, { currentState: "MESHING_GEOMETRY", status: "RUNNING" })
+      assert.deepStrictEqual(
+        (yield* store.history(saga.id)).map((t) => [t.lockVersion, t.toState, t.event]),
+        [
+          [0, "PREPARING_BRANCH", "SagaStarted"],
+          [1, "MESHING_GEOMETRY", "StepSucceeded"]
+        ]
+      )
+      assert.strictEqual((yield* takeTask).taskType, "geometry.mesh")
+      assert.deepStrictEqual(yield* deadLetters, [])
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+  )
+
+  it.effect("dead-letters a reply for a parked saga and leaves the saga as it is", () =>
+    Effect.gen(function* () {
+      const store = yield* SagaStore
+      const { saga, task } = yield* started
+      // As written by a build that knows version 99 of the definition: this build must not drive it.
+      const parked = yield* store.transact(saga.id, (s) =>
+        Effect.succeed(
+          StepOutcome.Advance({
+            state: s.currentState,
+            status: s.status,
+            context: { ...s.context, $saga: { ...(s.context.$saga as object), version: 99 } },
+            event: "WrittenByVersion99"
+          })
+        )
+      )
+      yield* consume
+      yield* sendReply(prepared(task), "parked-1")
+      yield* eventually(
+        Effect.map(deadLetters, (dead) => dead.length === 1),
+        "the reply is dead-lettered"
+      )
+      const [dead] = yield* deadLetters
+      assert.strictEqual(dead?.messageId, "parked-1")
+      const why = dead?.headers[deadLetterReasonHeader] ?? ""
+      assert.include(why, saga.id)
+      assert.include(why, "version 99")
+      assert.include(why, "parked")
+      assert.isTrue(yield* repliesSettled)
+      assert.deepStrictEqual(yield* get(saga.id), parked)
+      assert.strictEqual((yield* store.history(saga.id)).length, 2)
+      assert.deepStrictEqual(yield* store.ignoredEvents(saga.id), [])
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+  )
+
+  it.effect("keeps a reply through a store outage and applies it once the store is back", () =>
+    Effect.gen(function* () {
+      const outage = yield* StoreOutage
+      const memory = yield* MemoryBroker.MemoryBroker
+      const { saga, task } = yield* started
+      yield* outage.setDown(true)
+      yield* consume
+      yield* sendReply(prepared(task), "during-outage")
+      yield* eventually(
+        Effect.map(outage.transactCalls, (n) => n === 1),
+        "the consumer tries to apply the reply"
+      )
+      // The consumer backs off for a second holding the delivery: not acknowledged, not dead-lettered.
+      assert.deepStrictEqual(
+        (yield* unacknowledged(Queues.replies)).map((d) => d.messageId),
+        ["during-outage"]
+      )
+      assert.deepStrictEqual(yield* deadLetters, [])
+      assert.deepStrictEqual(yield* get(saga.id), saga)
+
+      // Still down after the back-off: the reply comes back from the queue and fails again.
+      yield* TestClock.adjust("1 second")
+      yield* eventually(
+        Effect.map(outage.transactCalls, (n) => n === 2),
+        "the requeued reply is tried again"
+      )
+      const [again] = yield* unacknowledged(Queues.replies)
+      assert.deepInclude(again, { messageId: "during-outage", redelivered: true })
+      assert.deepStrictEqual(yield* get(saga.id), saga)
+
+      yield* outage.setDown(false)
+      for (let round = 0; round < 10 && (yield* get(saga.id)).lockVersion === 0; round++) {
+        yield* TestClock.adjust("1 second")
+      }
+      yield* eventually(repliesSettled, "the reply is acknowledged once applied")
+      assert.deepInclude(yield* get(saga.id), { currentState: "MESHING_GEOMETRY", lockVersion: 1 })
+      assert.strictEqual(yield* outage.transactCalls, 3)
+      assert.deepStrictEqual(yield* deadLetters, [])
+      // Nothing lost and nothing doubled: the one reply published moved the saga once.
+      assert.strictEqual((yield* memory.published).filter((m) => m.exchange === Exchanges.replies).length, 1)
+      assert.strictEqual((yield* takeTask).taskType, "geometry.mesh")
+    }).pipe(Effect.provide(runtime(outageStore)))
+  )
+})
