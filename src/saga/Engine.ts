@@ -99,7 +99,8 @@ export const make = Effect.gen(function* () {
       correlationId: options.correlationId,
       idempotencyKey: options.idempotencyKey,
       messages: first.messages,
-      timer: first.timer
+      timer: first.timer,
+      detail: first.detail
     }
     return yield* store.create(create)
   })

@@ -113,7 +113,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         })
         sagas.set(id, saga)
         if (input.idempotencyKey !== undefined) idempotencyKeys.set(input.idempotencyKey, id)
-        record(saga, null, "SagaStarted", undefined)
+        record(saga, null, "SagaStarted", input.detail)
         arm(saga, input.timer)
         yield* enqueue(saga, input.messages ?? [])
         return { saga, created: true }

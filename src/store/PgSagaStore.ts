@@ -133,7 +133,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
             ON CONFLICT (idempotency_key) DO NOTHING RETURNING saga_id`
           if (claimed.length === 0) return yield* new KeyTaken()
         }
-        yield* record(saga, null, "SagaStarted", undefined, transitionId)
+        yield* record(saga, null, "SagaStarted", input.detail, transitionId)
         yield* arm(saga, input.timer, false)
         yield* enqueue(saga, input.messages ?? [])
         return { saga, created: true }

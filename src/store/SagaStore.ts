@@ -34,6 +34,8 @@ export interface CreateSaga {
   /** Written to the outbox in the creating transaction (typically the first task). */
   readonly messages?: ReadonlyArray<OutboxMessage> | undefined
   readonly timer?: Timer | undefined
+  /** Recorded with the `SagaStarted` history row (the first task's id, say). */
+  readonly detail?: unknown
 }
 
 export interface Created {

@@ -43,6 +43,7 @@ export const checkCreate = Effect.fnUntraced(function* (input: CreateSaga, conte
   if (input.idempotencyKey !== undefined) yield* nonEmpty("idempotencyKey")(input.idempotencyKey)
   yield* checkMessages(input.messages ?? [])
   yield* checkTimer(input.timer)
+  if (input.detail !== undefined) yield* decode(Schema.Json, "detail")(input.detail)
   return yield* checkContext(input.context, contextLimit)
 })
 

@@ -43,6 +43,8 @@ describe("Engine: BALANCE_CALCULATION", () => {
       const prepare = yield* completeTask
       assert.deepInclude(prepare, { taskType: "gitlab.prepare_branch", attempt: 1, replyTo: "orchestrator.replies" })
       assert.deepStrictEqual(prepare.payload, { repo: input.repo, baseBranch: "main", inputRef: input.inputRef })
+      const started = (yield* Effect.flatMap(SagaStore, (store) => store.history(saga.id)))[0]
+      assert.deepInclude(started?.detail, { taskId: prepare.taskId, taskType: "gitlab.prepare_branch", attempt: 1 })
       const mesh = yield* completeTask
       assert.strictEqual(mesh.taskType, "geometry.mesh")
       assert.strictEqual((yield* get(saga.id)).currentState, "AWAITING_CONDENSER_INPUT")

@@ -187,7 +187,7 @@ export interface Started {
   readonly repo: string
   readonly scenario: Scenario
   readonly saga: SagaInstance
-  /** The first task, sent by the creating transaction (the SagaStarted transition carries no detail). */
+  /** The first task, sent by the creating transaction. */
   readonly firstTaskId: string
 }
 
