@@ -1,15 +1,16 @@
 /**
  * The running service: the state store on the configured database (migrated at startup when migration credentials
  * are given, otherwise checked to be current) or, with none configured, on the embedded one; the saga engine; the
- * outbox relay, reply consumer and timer scanner; and the broker. Without ORCH_AMQP_URL the broker is in memory
- * and simulated workers answer the tasks; in embedded mode a demonstration starts a few sagas and prints them.
+ * outbox relay, reply consumer and timer scanner; and the broker: RabbitMQ with ORCH_AMQP_URL, otherwise one in
+ * memory whose tasks simulated workers answer (and then, in embedded mode, a demonstration starts a few sagas).
  */
 import { NodeServices } from "@effect/platform-node"
 import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import * as AmqpBroker from "./broker/AmqpBroker.ts"
 import * as MemoryBroker from "./broker/MemoryBroker.ts"
 import * as OutboxRelay from "./broker/OutboxRelay.ts"
 import * as ReplyConsumer from "./broker/ReplyConsumer.ts"
-import { AppConfig, type DatabaseConfig, InvalidConfig } from "./Config.ts"
+import { AppConfig, type DatabaseConfig } from "./Config.ts"
 import * as Engine from "./saga/Engine.ts"
 import { SagaRegistry } from "./saga/Registry.ts"
 import * as TimerScanner from "./saga/TimerScanner.ts"
@@ -88,17 +89,8 @@ const demoWorkers: Workers.Options = {
 const services = Layer.unwrap(
   Effect.gen(function* () {
     const config = yield* AppConfig
-    if (Option.isSome(config.amqp)) {
-      return yield* new InvalidConfig({
-        reason:
-          "ORCH_AMQP_URL is set, but this version has no RabbitMQ broker yet: unset it to use the in-memory broker"
-      })
-    }
     const embedded = Option.isNone(config.database)
-    if (!embedded)
-      yield* Effect.logWarning("ORCH_AMQP_URL is unset: tasks go to an in-memory broker and simulated workers")
-    // The workers bind their queue before anything is published: a task with no queue bound would be dropped.
-    const workers = Workers.layer(embedded ? demoWorkers : {}).pipe(Layer.orDie)
+    const simulated = Option.isNone(config.amqp)
     // On PostgreSQL the relay wakes on commit notifications and polls once a second as a fallback; the embedded
     // database has a single connection, which a listener would hold, so there the relay polls often instead.
     const relay = embedded
@@ -106,20 +98,26 @@ const services = Layer.unwrap(
       : OutboxRelay.layer({ ...OutboxRelay.defaultRelaySettings, idleDelay: "1 second" }).pipe(
           Layer.provide(OutboxNotifications.layerPg)
         )
-    return Layer.mergeAll(
+    const runtime = Layer.mergeAll(
       reportHealth,
       relay,
       ReplyConsumer.layer(),
       TimerScanner.layer(),
-      embedded ? Demo.layer(Demo.defaultDemoSettings) : Layer.empty
-    ).pipe(Layer.provide(workers))
+      embedded && simulated ? Demo.layer(Demo.defaultDemoSettings) : Layer.empty
+    )
+    if (Option.isSome(config.amqp)) return runtime.pipe(Layer.provide(AmqpBroker.layerConfig(config.amqp.value)))
+    if (!embedded) {
+      yield* Effect.logWarning("ORCH_AMQP_URL is unset: tasks go to an in-memory broker and simulated workers")
+    }
+    // The workers bind their queue before anything is published: a task with no queue bound would be dropped.
+    const workers = Workers.layer(embedded ? demoWorkers : {}).pipe(Layer.orDie)
+    return runtime.pipe(Layer.provide(workers), Layer.provide(MemoryBroker.layer))
   })
 )
 
 export const layer = services.pipe(
   Layer.provide(Engine.layer),
   Layer.provide(SagaRegistry.layer(definitions)),
-  Layer.provide(MemoryBroker.layer),
   Layer.provide(store),
   Layer.provide(AppConfig.layer),
   Layer.provide(NodeServices.layer)

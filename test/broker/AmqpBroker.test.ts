@@ -1,0 +1,603 @@
+/**
+ * The Broker port on real RabbitMQ: topology, publish with confirms, consume with prefetch and dispositions, failures,
+ * and a broker restart. Most tests run in a vhost of this file's own on the machine's node; the restart runs on a
+ * private node (test/utils/PrivateRabbit.ts), since the machine's node serves other test files at the same time.
+ */
+import { assert, layer } from "@effect/vitest"
+import type * as Amqp from "amqplib"
+import { Deferred, type Duration, Effect, Fiber, Logger, Redacted, Schedule } from "effect"
+import * as AmqpBroker from "../../src/broker/AmqpBroker.ts"
+import { BrokerUnavailable, type Delivery, Disposition, type OutgoingMessage } from "../../src/broker/Broker.ts"
+import { deadLetterReasonHeader, Exchanges, Queues } from "../../src/domain/Messages.ts"
+import * as PrivateRabbitLayer from "../utils/PrivateRabbit.ts"
+import { PrivateRabbit } from "../utils/PrivateRabbit.ts"
+import {
+  adminConnection,
+  amqpUrl,
+  brokerOptions,
+  layerVhost,
+  listRows,
+  rabbit,
+  rabbitmqctl,
+  TestVhost
+} from "../utils/rabbit.ts"
+
+const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+const message = (exchange: string, routingKey: string, body: string, id = `m-${routingKey}-${body}`) =>
+  ({
+    exchange,
+    routingKey,
+    messageId: id,
+    correlationId: "c-1",
+    headers: { traceparent, "x-saga-id": "s-1" },
+    body
+  }) satisfies OutgoingMessage
+
+/** Polls `check` until it holds, failing the test when it still does not after `within`. */
+const eventually = (what: string, check: Effect.Effect<boolean>, within: Duration.Input = "15 seconds") =>
+  check.pipe(
+    Effect.repeat({ until: (ok) => ok, schedule: Schedule.spaced("20 millis") }),
+    Effect.timeoutOrElse({ duration: within, orElse: () => Effect.die(new Error(`timed out waiting until ${what}`)) }),
+    Effect.asVoid
+  )
+
+/** Runs `f` on a channel of an admin connection to the vhost. */
+const admin = <A>(vhost: string, f: (channel: Amqp.Channel) => Promise<A>, server = rabbit) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const connection = yield* adminConnection(vhost, server)
+      return yield* Effect.promise(async () => {
+        const channel = await connection.createChannel()
+        channel.on("error", () => undefined)
+        try {
+          return await f(channel)
+        } finally {
+          await channel.close().catch(() => undefined)
+        }
+      })
+    })
+  )
+
+/** A queue of the test's own (classic, durable) bound to `exchange` with `pattern`. */
+const boundQueue = (vhost: string, name: string, exchange: string, pattern: string) =>
+  admin(vhost, async (channel) => {
+    await channel.assertQueue(name, { durable: true })
+    await channel.bindQueue(name, exchange, pattern)
+    return name
+  })
+
+/** Ready and unacknowledged messages of a queue, as RabbitMQ counts them. */
+const counts = (vhost: string, queue: string, server = rabbit) =>
+  Effect.promise(() =>
+    listRows(["list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged"], server)
+  ).pipe(
+    Effect.map((rows) => {
+      const row = rows.find(([name]) => name === queue)
+      return { ready: Number(row?.[1]), unacked: Number(row?.[2]) }
+    })
+  )
+
+/** Takes every message waiting in a queue. */
+const drain = (vhost: string, queue: string) =>
+  admin(vhost, async (channel) => {
+    const messages: Array<Amqp.GetMessage> = []
+    for (let next = await channel.get(queue, { noAck: true }); next !== false; ) {
+      messages.push(next)
+      next = await channel.get(queue, { noAck: true })
+    }
+    return messages
+  })
+
+const bodies = (deliveries: ReadonlyArray<{ readonly body: string }>) => deliveries.map((d) => d.body)
+
+/** Log messages written while `effect` runs, as text. */
+const captureLogs = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const lines: Array<string> = []
+    const capture = Logger.make((options) => {
+      lines.push([options.message].flat().map(String).join(" "))
+    })
+    const result = yield* effect.pipe(Effect.provideService(Logger.CurrentLoggers, new Set([capture])))
+    return [result, lines] as const
+  })
+
+layer(layerVhost(), { excludeTestServices: true, timeout: "60 seconds" })("AmqpBroker on RabbitMQ", (it) => {
+  it.effect("declares the topology of DESIGN §5 idempotently, with several instances starting at once", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      yield* Effect.all(
+        Array.from({ length: 3 }, () => AmqpBroker.make(vhost.options())),
+        { concurrency: "unbounded" }
+      )
+      const exchanges = yield* Effect.promise(() =>
+        listRows(["list_exchanges", "-p", vhost.name, "name", "type", "durable"])
+      )
+      for (const exchange of ["orchestrator.tasks", "orchestrator.replies", "orchestrator.dlx"]) {
+        assert.deepInclude(exchanges, [exchange, "topic", "true"])
+      }
+      const queues = yield* Effect.promise(() => listRows(["list_queues", "-p", vhost.name, "name", "type", "durable"]))
+      assert.deepInclude(queues, ["orchestrator.replies", "quorum", "true"])
+      assert.deepInclude(queues, ["orchestrator.replies.dlq", "quorum", "true"])
+      const bindings = yield* Effect.promise(() =>
+        listRows([
+          "list_bindings",
+          "-p",
+          vhost.name,
+          "source_name",
+          "destination_name",
+          "destination_kind",
+          "routing_key"
+        ])
+      )
+      assert.deepInclude(bindings, ["orchestrator.replies", "orchestrator.replies", "queue", "#"])
+      assert.deepInclude(bindings, ["orchestrator.dlx", "orchestrator.replies.dlq", "queue", "#"])
+      // Nothing is bound to the tasks exchange until workers bind their queues.
+      assert.isFalse(bindings.some(([source]) => source === "orchestrator.tasks"))
+    })
+  )
+
+  it.effect("publishes persistent JSON with ids and headers, and a consumer receives it as sent", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const broker = yield* AmqpBroker.make(vhost.options())
+      const queue = yield* boundQueue(vhost.name, "test.roundtrip", Exchanges.tasks, "geometry.*")
+      const sent = message(Exchanges.tasks, "geometry.mesh", '{"taskId":"t-1"}')
+      yield* broker.publish([sent])
+
+      const [raw] = yield* drain(vhost.name, queue)
+      assert.strictEqual(raw?.content.toString("utf8"), sent.body)
+      assert.strictEqual(raw?.properties.deliveryMode, 2)
+      assert.strictEqual(raw?.properties.contentType, "application/json")
+      assert.strictEqual(raw?.properties.messageId, sent.messageId)
+      assert.strictEqual(raw?.properties.correlationId, "c-1")
+      assert.deepStrictEqual(raw?.properties.headers, sent.headers)
+
+      yield* broker.publish([sent, message(Exchanges.tasks, "solver.balance", "{}")])
+      const received = yield* Deferred.make<Delivery>()
+      const consumer = yield* Effect.forkChild(
+        broker.consume(queue, (delivery) => Deferred.succeed(received, delivery).pipe(Effect.as(Disposition.ack)))
+      )
+      assert.deepStrictEqual(yield* Deferred.await(received), { ...sent, redelivered: false })
+      yield* Fiber.interrupt(consumer)
+    })
+  )
+
+  it.effect("holds at most `prefetch` unacknowledged deliveries, handled concurrently", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const broker = yield* AmqpBroker.make(vhost.options())
+      const queue = yield* boundQueue(vhost.name, "test.prefetch", Exchanges.tasks, "prefetch.#")
+      const all = Array.from({ length: 10 }, (_, i) => `${i}`)
+      yield* broker.publish(all.map((body) => message(Exchanges.tasks, "prefetch.k", body)))
+      const gate = yield* Deferred.make<void>()
+      const started: Array<string> = []
+      let inFlight = 0
+      let maxInFlight = 0
+      let done = 0
+      const consumer = yield* Effect.forkChild(
+        broker.consume(
+          queue,
+          (delivery) =>
+            Effect.gen(function* () {
+              started.push(delivery.body)
+              inFlight++
+              maxInFlight = Math.max(maxInFlight, inFlight)
+              yield* Deferred.await(gate)
+              inFlight--
+              done++
+              return Disposition.ack
+            }),
+          { prefetch: 3 }
+        )
+      )
+      yield* eventually(
+        "three handlers run at once",
+        Effect.sync(() => inFlight === 3)
+      )
+      // RabbitMQ holds back the rest: three delivered and unacknowledged, seven ready.
+      assert.deepStrictEqual(yield* counts(vhost.name, queue), { ready: 7, unacked: 3 })
+      assert.deepStrictEqual(started, ["0", "1", "2"])
+      yield* Deferred.succeed(gate, undefined)
+      yield* eventually(
+        "every message handled",
+        Effect.sync(() => done === 10)
+      )
+      yield* eventually(
+        "every message acknowledged",
+        Effect.map(counts(vhost.name, queue), (c) => c.ready === 0 && c.unacked === 0)
+      )
+      assert.deepStrictEqual(started, all)
+      assert.strictEqual(maxInFlight, 3)
+      yield* Fiber.interrupt(consumer)
+    })
+  )
+
+  it.effect(
+    "settles per disposition: ack removes, requeue redelivers, dead-letter moves to the DLQ with the reason",
+    () =>
+      Effect.gen(function* () {
+        const vhost = yield* TestVhost
+        const broker = yield* AmqpBroker.make(vhost.options())
+        const queue = yield* boundQueue(vhost.name, "test.dispositions", Exchanges.tasks, "dispositions.#")
+        const seen: Array<[string, boolean]> = []
+        yield* broker.publish(
+          ["requeue-once", "poison", "fine"].map((body) => message(Exchanges.tasks, "dispositions.mesh", body))
+        )
+        const consumer = yield* Effect.forkChild(
+          broker.consume(
+            queue,
+            (delivery) =>
+              Effect.sync(() => {
+                seen.push([delivery.body, delivery.redelivered])
+                if (delivery.body === "requeue-once" && !delivery.redelivered) return Disposition.requeue
+                if (delivery.body === "poison") return Disposition.deadLetter("malformed task: expected object")
+                return Disposition.ack
+              }),
+            { prefetch: 1 }
+          )
+        )
+        yield* eventually(
+          "four deliveries",
+          Effect.sync(() => seen.length === 4)
+        )
+        assert.deepStrictEqual(seen, [
+          ["requeue-once", false],
+          ["requeue-once", true],
+          ["poison", false],
+          ["fine", false]
+        ])
+        yield* eventually(
+          "all settled",
+          Effect.map(counts(vhost.name, queue), (c) => c.ready === 0 && c.unacked === 0)
+        )
+        const dead = yield* drain(vhost.name, Queues.deadLetters)
+        assert.strictEqual(dead.length, 1)
+        const [copy] = dead
+        assert.strictEqual(copy?.content.toString("utf8"), "poison")
+        assert.strictEqual(copy?.fields.exchange, Exchanges.deadLetter)
+        assert.strictEqual(copy?.fields.routingKey, "dispositions.mesh")
+        assert.strictEqual(copy?.properties.messageId, "m-dispositions.mesh-poison")
+        assert.strictEqual(copy?.properties.correlationId, "c-1")
+        assert.strictEqual(copy?.properties.contentType, "application/json")
+        assert.strictEqual(copy?.properties.deliveryMode, 2)
+        assert.strictEqual(copy?.properties.headers?.[deadLetterReasonHeader], "malformed task: expected object")
+        assert.strictEqual(copy?.properties.headers?.traceparent, traceparent)
+        yield* Fiber.interrupt(consumer)
+      })
+  )
+
+  it.effect("delivers a malformed message as it is, headers as text, and dead-letters it byte for byte", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const broker = yield* AmqpBroker.make(vhost.options())
+      // As an outside producer may send it: not JSON, no ids, typed headers.
+      const body = Buffer.from('not json {"', "utf8")
+      yield* admin(vhost.name, async (channel) => {
+        channel.publish(Exchanges.replies, "geometry.mesh", body, { headers: { attempt: 3, retry: true, who: "w-1" } })
+      })
+      const received = yield* Deferred.make<Delivery>()
+      const consumer = yield* Effect.forkChild(
+        broker.consume(Queues.replies, (delivery) =>
+          Deferred.succeed(received, delivery).pipe(Effect.as(Disposition.deadLetter("malformed reply")))
+        )
+      )
+      assert.deepStrictEqual(yield* Deferred.await(received), {
+        exchange: Exchanges.replies,
+        routingKey: "geometry.mesh",
+        messageId: undefined,
+        correlationId: undefined,
+        headers: { attempt: "3", retry: "true", who: "w-1" },
+        body: 'not json {"',
+        redelivered: false
+      })
+      yield* eventually(
+        "the reply is dead-lettered",
+        Effect.map(counts(vhost.name, Queues.deadLetters), (c) => c.ready === 1)
+      )
+      const [copy] = yield* drain(vhost.name, Queues.deadLetters)
+      assert.isTrue(copy?.content.equals(body))
+      // The quorum DLQ adds its own `x-delivery-count` when it delivers.
+      const { "x-delivery-count": _count, ...headers } = copy?.properties.headers ?? {}
+      assert.deepStrictEqual(headers, {
+        attempt: 3,
+        retry: true,
+        who: "w-1",
+        [deadLetterReasonHeader]: "malformed reply"
+      })
+      assert.strictEqual(copy?.properties.messageId, undefined)
+      yield* Fiber.interrupt(consumer)
+    })
+  )
+
+  it.effect("fails a publish to a missing exchange with BrokerUnavailable and keeps working afterwards", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const broker = yield* AmqpBroker.make(vhost.options())
+      const queue = yield* boundQueue(vhost.name, "test.after-error", Exchanges.tasks, "after.#")
+      const error = yield* Effect.flip(
+        broker.publish([message(Exchanges.tasks, "after.first", "ok"), message("nowhere", "x", "bad")])
+      )
+      assert.instanceOf(error, BrokerUnavailable)
+      assert.include(error.reason, "NOT_FOUND - no exchange 'nowhere'")
+      yield* broker.publish([message(Exchanges.tasks, "after.second", "later")])
+      yield* broker.publish([message(Exchanges.tasks, "after.third", "and later")])
+      // A retried batch may repeat messages (at least once); the later publishes all arrive.
+      const arrived = bodies((yield* drain(vhost.name, queue)).map((m) => ({ body: m.content.toString("utf8") })))
+      assert.includeMembers(arrived, ["later", "and later"])
+    })
+  )
+
+  it.effect("confirms an unroutable task and reports it in a warning", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const broker = yield* AmqpBroker.make(vhost.options())
+      const [, logs] = yield* captureLogs(
+        broker.publish([message(Exchanges.tasks, "nobody.listens", "{}", "m-unroutable")])
+      )
+      assert.isTrue(
+        logs.some((line) => line.includes("unroutable") && line.includes("nobody.listens")),
+        logs.join("\n")
+      )
+    })
+  )
+
+  it.effect("requeues what a dead-letter copy could not be published for, instead of losing it", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const broker = yield* AmqpBroker.make(vhost.options())
+      const queue = yield* boundQueue(vhost.name, "test.dlx-missing", Exchanges.tasks, "dlx.#")
+      yield* Effect.acquireRelease(
+        admin(vhost.name, (channel) => channel.deleteExchange(Exchanges.deadLetter)),
+        () =>
+          admin(vhost.name, async (channel) => {
+            await channel.assertExchange(Exchanges.deadLetter, "topic", { durable: true })
+            await channel.bindQueue(Queues.deadLetters, Exchanges.deadLetter, "#")
+          })
+      )
+      const seen: Array<boolean> = []
+      yield* broker.publish([message(Exchanges.tasks, "dlx.k", "poison")])
+      const consumer = yield* Effect.forkChild(
+        broker.consume(queue, (delivery) =>
+          Effect.sync(() => {
+            seen.push(delivery.redelivered)
+            return delivery.redelivered ? Disposition.ack : Disposition.deadLetter("cannot be processed")
+          })
+        )
+      )
+      yield* eventually(
+        "delivered again after the failed dead-lettering",
+        Effect.sync(() => seen.length === 2)
+      )
+      assert.deepStrictEqual(seen, [false, true])
+      const dead = yield* drain(vhost.name, Queues.deadLetters)
+      assert.deepStrictEqual(
+        dead.filter((m) => m.properties.messageId === "m-dlx.k-poison"),
+        [],
+        "no copy reached the DLQ"
+      )
+      yield* Fiber.interrupt(consumer)
+    })
+  )
+
+  it.effect(
+    "leaves in-flight deliveries unacknowledged when the consumer is interrupted; RabbitMQ redelivers them",
+    () =>
+      Effect.gen(function* () {
+        const vhost = yield* TestVhost
+        const broker = yield* AmqpBroker.make(vhost.options())
+        const queue = yield* boundQueue(vhost.name, "test.interrupt", Exchanges.tasks, "interrupt.#")
+        yield* broker.publish(["a", "b", "c"].map((body) => message(Exchanges.tasks, "interrupt.k", body)))
+        let running = 0
+        const slow = yield* Effect.forkChild(
+          broker.consume(
+            queue,
+            () =>
+              Effect.sync(() => running++).pipe(
+                Effect.andThen(Effect.never),
+                Effect.ensuring(Effect.sync(() => running--))
+              ),
+            { prefetch: 2 }
+          )
+        )
+        yield* eventually(
+          "two in flight",
+          Effect.sync(() => running === 2)
+        )
+        yield* Fiber.interrupt(slow)
+        assert.strictEqual(running, 0)
+        yield* eventually(
+          "all back in the queue",
+          Effect.map(counts(vhost.name, queue), (c) => c.ready === 3 && c.unacked === 0)
+        )
+        const again: Array<[string, boolean]> = []
+        const next = yield* Effect.forkChild(
+          broker.consume(queue, (delivery) =>
+            Effect.sync(() => {
+              again.push([delivery.body, delivery.redelivered])
+              return Disposition.ack
+            })
+          )
+        )
+        yield* eventually(
+          "all delivered again",
+          Effect.sync(() => again.length === 3)
+        )
+        assert.deepStrictEqual(
+          [...again].sort(([x], [y]) => x.localeCompare(y)),
+          [
+            ["a", true],
+            ["b", true],
+            ["c", false]
+          ]
+        )
+        yield* Fiber.interrupt(next)
+      })
+  )
+
+  it.effect("requeues a message whose handler dies", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const broker = yield* AmqpBroker.make(vhost.options())
+      const queue = yield* boundQueue(vhost.name, "test.dies", Exchanges.tasks, "dies.#")
+      yield* broker.publish([message(Exchanges.tasks, "dies.k", "x")])
+      const seen: Array<boolean> = []
+      const consumer = yield* Effect.forkChild(
+        broker.consume(queue, (delivery) =>
+          Effect.suspend(() => {
+            seen.push(delivery.redelivered)
+            return delivery.redelivered ? Effect.succeed(Disposition.ack) : Effect.die("handler bug")
+          })
+        )
+      )
+      yield* eventually(
+        "delivered twice",
+        Effect.sync(() => seen.length === 2)
+      )
+      assert.deepStrictEqual(seen, [false, true])
+      yield* Fiber.interrupt(consumer)
+    })
+  )
+
+  it.effect("fails to consume a missing queue with BrokerUnavailable", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const broker = yield* AmqpBroker.make(vhost.options())
+      const error = yield* Effect.flip(broker.consume("missing", () => Effect.succeed(Disposition.ack)))
+      assert.instanceOf(error, BrokerUnavailable)
+      assert.include(error.reason, "NOT_FOUND - no queue 'missing'")
+    })
+  )
+
+  it.effect("fails at startup with wrong credentials, never showing the password", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const password = "not-the-password-3f9c"
+      const [error, logs] = yield* captureLogs(
+        Effect.flip(AmqpBroker.make(vhost.options({ password: Redacted.make(password) })))
+      )
+      assert.instanceOf(error, BrokerUnavailable)
+      assert.include(error.message, "ACCESS_REFUSED")
+      assert.notInclude(error.message, password)
+      assert.notInclude(logs.join("\n"), password)
+    })
+  )
+
+  it.effect("fails at startup when nothing listens, quickly", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const error = yield* Effect.flip(
+        AmqpBroker.make({ ...vhost.options(), url: `amqp://guest@127.0.0.1:1/${vhost.name}` })
+      ).pipe(Effect.timeout("5 seconds"))
+      assert.instanceOf(error, BrokerUnavailable)
+      assert.include(error.reason, "ECONNREFUSED")
+    })
+  )
+
+  it.effect("connects with a password that a URL would garble (%, @, :, /, non-ASCII)", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const user = `orch_t_${process.pid}_user`
+      const password = "p%41ss:w@rd/ü ünïcode"
+      yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          await rabbitmqctl(["add_user", user, password])
+          await rabbitmqctl(["set_permissions", "-p", vhost.name, user, ".*", ".*", ".*"])
+        }),
+        () => Effect.promise(() => rabbitmqctl(["delete_user", user]).catch(() => undefined))
+      )
+      const broker = yield* AmqpBroker.make({
+        ...vhost.options(),
+        url: amqpUrl(vhost.name, rabbit, user),
+        password: Redacted.make(password)
+      })
+      yield* broker.publish([message(Exchanges.replies, "auth.k", "{}", "m-auth")])
+    })
+  )
+})
+
+/** A broker on `/` of the private node, with quick reconnects. */
+const privateBroker = Effect.flatMap(PrivateRabbit, (node) => AmqpBroker.make(brokerOptions("/", node.server)))
+
+const reply = (body: string) => message(Exchanges.replies, "geometry.mesh", body)
+
+layer(PrivateRabbitLayer.layer, { excludeTestServices: true, timeout: "120 seconds" })(
+  "AmqpBroker across a RabbitMQ outage (private node)",
+  (it) => {
+    it.effect(
+      "fails publishes during the outage, then publishes again, resumes consuming and redelivers the unacknowledged",
+      () =>
+        Effect.gen(function* () {
+          const node = yield* PrivateRabbit
+          const broker = yield* privateBroker
+          const seen: Array<[string, boolean]> = []
+          let heldInterrupted = false
+          const consumer = yield* Effect.forkChild(
+            broker.consume(
+              Queues.replies,
+              (delivery) =>
+                Effect.suspend(() => {
+                  seen.push([delivery.body, delivery.redelivered])
+                  if (delivery.body !== "held" || delivery.redelivered) return Effect.succeed(Disposition.ack)
+                  // Never settled: in flight when the broker goes away.
+                  return Effect.never.pipe(
+                    Effect.onInterrupt(() =>
+                      Effect.sync(() => {
+                        heldInterrupted = true
+                      })
+                    )
+                  )
+                }),
+              { prefetch: 5 }
+            )
+          )
+          yield* broker.publish([reply("before"), reply("held")])
+          yield* eventually(
+            "'before' acknowledged and 'held' in flight",
+            Effect.map(counts("/", Queues.replies, node.server), (c) => c.ready === 0 && c.unacked === 1)
+          )
+
+          yield* node.stopApp
+          yield* eventually(
+            "publishing fails",
+            Effect.map(Effect.exit(broker.publish([reply("probe")])), (exit) => exit._tag === "Failure")
+          )
+          const during = yield* Effect.flip(broker.publish([reply("during")]))
+          assert.instanceOf(during, BrokerUnavailable)
+          assert.include(during.reason, "not connected")
+          yield* eventually(
+            "the in-flight handler is interrupted",
+            Effect.sync(() => heldInterrupted)
+          )
+          assert.isUndefined(consumer.pollUnsafe(), "the consumer keeps running through the outage")
+
+          yield* node.startApp
+          yield* eventually(
+            "publishing works again",
+            Effect.map(Effect.exit(broker.publish([reply("after")])), (exit) => exit._tag === "Success"),
+            "30 seconds"
+          )
+          yield* eventually(
+            "the consumer resumed: 'after' delivered and 'held' delivered again",
+            Effect.sync(
+              () =>
+                seen.some(([body]) => body === "after") &&
+                seen.some(([body, redelivered]) => body === "held" && redelivered)
+            ),
+            "30 seconds"
+          )
+          assert.strictEqual(seen.filter(([body]) => body === "before").length, 1, "acknowledged before the outage")
+          assert.isFalse(
+            seen.some(([body]) => body === "during"),
+            "a publish that failed did not go out"
+          )
+          yield* eventually(
+            "everything acknowledged",
+            Effect.map(counts("/", Queues.replies, node.server), (c) => c.ready === 0 && c.unacked === 0)
+          )
+          assert.isUndefined(consumer.pollUnsafe())
+          yield* Fiber.interrupt(consumer)
+        })
+    )
+  }
+)
