@@ -1,7 +1,24 @@
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { formatTable, transitionTable } from "../saga/Definition.ts"
+import { type TransitionRow, transitionTable } from "../saga/Definition.ts"
 import { definitions } from "../sagas/index.ts"
+import { renderTable } from "./table.ts"
+
+const columns: ReadonlyArray<readonly [keyof TransitionRow, string]> = [
+  ["state", "STATE"],
+  ["waitsFor", "WAITS FOR"],
+  ["onSuccess", "ON SUCCESS"],
+  ["onFailure", "ON FAILURE"],
+  ["timeout", "TIMEOUT"],
+  ["compensation", "COMPENSATION"]
+]
+
+/** A transition table as aligned text. */
+export const formatTable = (rows: ReadonlyArray<TransitionRow>): string =>
+  renderTable(
+    columns.map(([, title]) => title),
+    rows.map((row) => columns.map(([key]) => row[key]))
+  )
 
 /** `orchestrator definitions`: each saga definition this build runs, as its transition table. */
 export const definitionsCommand = Command.make(

@@ -190,26 +190,3 @@ export const transitionTable = (definition: AnySagaDefinition): ReadonlyArray<Tr
   })
   return rows
 }
-
-/** Formats a transition table as aligned text columns. */
-export const formatTable = (rows: ReadonlyArray<TransitionRow>): string => {
-  const header: TransitionRow = {
-    state: "STATE",
-    waitsFor: "WAITS FOR",
-    onSuccess: "ON SUCCESS",
-    onFailure: "ON FAILURE",
-    timeout: "TIMEOUT",
-    compensation: "COMPENSATION"
-  }
-  const keys = Object.keys(header) as Array<keyof TransitionRow>
-  const all = [header, ...rows]
-  const widths = keys.map((key) => Math.max(...all.map((row) => row[key].length)))
-  return all
-    .map((row) =>
-      keys
-        .map((key, i) => row[key].padEnd(widths[i] ?? 0))
-        .join("  ")
-        .trimEnd()
-    )
-    .join("\n")
-}
