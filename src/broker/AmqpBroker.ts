@@ -75,7 +75,7 @@ export const make = Effect.fnUntraced(function* (options: Options) {
     consumeOptions?: { readonly prefetch?: number | undefined }
   ) => Consumer.consume(supervisor, consumerSettings, queue, handle, consumeOptions?.prefetch ?? defaultPrefetch)
 
-  return Broker.of({ publish, consume })
+  return Broker.of({ publish, consume, health: Effect.asVoid(supervisor.current) })
 })
 
 /** The broker on explicit settings (tests, tools). */

@@ -61,5 +61,7 @@ export class Broker extends Context.Service<
       handle: (delivery: Delivery) => Effect.Effect<Disposition, never, R>,
       options?: { readonly prefetch?: number | undefined }
     ) => Effect.Effect<never, BrokerUnavailable, R>
+    /** Succeeds while connected to the broker; fails saying why not (readiness probes). */
+    readonly health: Effect.Effect<void, BrokerUnavailable>
   }
 >()("saga-orchestrator/broker/Broker") {}

@@ -230,7 +230,10 @@ export const make = Effect.sync(() => {
 
   const broker = Broker.of({
     publish: (messages: ReadonlyArray<OutgoingMessage>) => accept(messages),
-    consume
+    consume,
+    health: Effect.suspend(() =>
+      available ? Effect.void : Effect.fail(new BrokerUnavailable({ reason: "connection closed (simulated outage)" }))
+    )
   })
 
   const control = MemoryBroker.of({

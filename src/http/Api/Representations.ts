@@ -1,0 +1,154 @@
+/**
+ * The JSON representations of the HTTP API (DESIGN §6), camelCase, as clients see them: requests, instances,
+ * history, pages and stuck sagas. Separate from the domain classes so the wire format changes only on purpose.
+ */
+import { Duration, Schema } from "effect"
+import { SagaContext, SagaId, SagaStatus } from "../../domain/Saga.ts"
+
+/** PostgreSQL cannot store U+0000 in text or jsonb: refused here, with its path, rather than failing the write. */
+const findNul = (value: unknown, path: ReadonlyArray<PropertyKey>): Schema.FilterIssue | undefined => {
+  const issue = (at: ReadonlyArray<PropertyKey>) => ({ path: at, issue: "must not contain the character U+0000" })
+  if (typeof value === "string") return value.includes("\u0000") ? issue(path) : undefined
+  if (Array.isArray(value)) {
+    for (const [index, item] of value.entries()) {
+      const found = findNul(item, [...path, index])
+      if (found !== undefined) return found
+    }
+    return undefined
+  }
+  if (typeof value === "object" && value !== null) {
+    for (const [key, item] of Object.entries(value)) {
+      if (key.includes("\u0000")) return issue([...path, key])
+      const found = findNul(item, [...path, key])
+      if (found !== undefined) return found
+    }
+  }
+  return undefined
+}
+
+const withoutNul = Schema.makeFilter<unknown>((value) => findNul(value, []))
+
+/** A short identifier or name given by a client (saga type, state, correlation id, idempotency key). */
+export const Name = Schema.NonEmptyString.check(Schema.isMaxLength(255), withoutNul)
+
+/** Any JSON value that PostgreSQL can store. */
+export const JsonValue = Schema.Json.check(withoutNul)
+
+/** A JSON object that PostgreSQL can store. */
+export const JsonObject = SagaContext.check(withoutNul)
+
+/** `P…`/`PT…` ISO 8601 duration with a fixed length: weeks, days, hours, minutes, seconds (no years or months). */
+export const IsoDuration = Schema.String.check(
+  Schema.makeFilter((text: string) => {
+    const parsed = Duration.fromIso(text)
+    return parsed._tag === "Some" && Duration.isGreaterThanOrEqualTo(parsed.value, Duration.zero)
+      ? undefined
+      : "expected a non-negative ISO 8601 duration such as PT15M, PT2H or P1D"
+  })
+).annotate({ description: "ISO 8601 duration, e.g. `PT15M`, `PT2H`, `P1D`", examples: ["PT15M"] })
+
+/** A page size from the query string. */
+export const PageSize = Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 500 }))
+
+const Timestamp = Schema.DateTimeUtcFromString.annotate({ description: "RFC 3339 timestamp, UTC" })
+
+export const StartSagaRequest = Schema.Struct({
+  type: Name.annotate({ description: "Saga type, e.g. `BALANCE_CALCULATION`", examples: ["BALANCE_CALCULATION"] }),
+  input: JsonValue.annotate({ description: "The saga's input, validated against the saga type's schema" }),
+  correlationId: Schema.optionalKey(Name.annotate({ description: "End-to-end trace id; defaults to the saga id" })),
+  idempotencyKey: Schema.optionalKey(
+    Name.annotate({ description: "Same key → same saga: a repeated start returns the saga the key first started" })
+  )
+}).annotate({ identifier: "StartSagaRequest" })
+
+export const SignalRequest = Schema.Struct({
+  data: JsonValue.annotate({ description: "The signal's data, validated against the signal's schema" })
+}).annotate({ identifier: "SignalRequest" })
+
+export const Saga = Schema.Struct({
+  id: SagaId.annotate({ description: "UUID (v7: ids sort by creation time)" }),
+  sagaType: Schema.String,
+  currentState: Schema.String,
+  status: SagaStatus,
+  context: SagaContext.annotate({
+    description:
+      "Saga variables: references into GitLab and task ids, never business data. The key `$saga` is the engine's " +
+      "bookkeeping (definition version, step, attempt, awaited task id, completed steps, compensation and why): " +
+      "read-only, for operators; its shape may change between versions."
+  }),
+  correlationId: Schema.String,
+  lockVersion: Schema.Int.annotate({ description: "Optimistic lock, +1 on every change; the ETag is its value" }),
+  createdAt: Timestamp,
+  updatedAt: Timestamp
+}).annotate({ identifier: "Saga", description: "A saga instance" })
+export type Saga = typeof Saga.Type
+
+export const HistoryEntry = Schema.Struct({
+  lockVersion: Schema.Int,
+  fromState: Schema.NullOr(Schema.String),
+  toState: Schema.String,
+  status: SagaStatus,
+  event: Schema.String,
+  at: Timestamp
+}).annotate({ identifier: "HistoryEntry", description: "One transition: exactly one per lock version" })
+
+export const SagaWithHistory = Schema.Struct({
+  ...Saga.fields,
+  history: Schema.Array(HistoryEntry).annotate({ description: "Every transition, in version order" })
+}).annotate({ identifier: "SagaWithHistory" })
+
+export const SagaPage = Schema.Struct({
+  items: Schema.Array(Saga),
+  nextCursor: Schema.NullOr(Schema.String).annotate({
+    description: "Pass as `cursor` for the next page; null on the last page"
+  })
+}).annotate({ identifier: "SagaPage" })
+
+export const WaitingFor = Schema.Union([
+  Schema.Struct({
+    kind: Schema.Literal("reply"),
+    taskId: Schema.String,
+    taskType: Schema.String,
+    dueAt: Timestamp.annotate({ description: "When the step times out" })
+  }),
+  Schema.Struct({
+    kind: Schema.Literal("signal"),
+    name: Schema.String,
+    dueAt: Timestamp.annotate({ description: "When waiting for the signal times out" })
+  }),
+  Schema.Struct({
+    kind: Schema.Literal("timer"),
+    reason: Schema.String,
+    dueAt: Timestamp.annotate({ description: "When the timer fires (e.g. the end of a retry back-off)" })
+  }),
+  Schema.Struct({
+    kind: Schema.Literal("operator"),
+    reason: Schema.String.annotate({ description: "Why nothing automatic will move the saga on" })
+  })
+]).annotate({ identifier: "WaitingFor", description: "What an active saga waits for" })
+export type WaitingFor = typeof WaitingFor.Type
+
+export const StuckSaga = Schema.Struct({ saga: Saga, waitingFor: WaitingFor }).annotate({ identifier: "StuckSaga" })
+
+export const StuckSagas = Schema.Struct({
+  olderThan: Schema.String.annotate({ description: "The threshold applied, as an ISO 8601 duration" }),
+  items: Schema.Array(StuckSaga).annotate({ description: "Oldest change first" })
+}).annotate({ identifier: "StuckSagas" })
+
+export const Liveness = Schema.Struct({ status: Schema.Literal("ok") }).annotate({ identifier: "Liveness" })
+
+export const CheckResult = Schema.Struct({
+  ok: Schema.Boolean,
+  detail: Schema.optionalKey(Schema.String)
+}).annotate({ identifier: "CheckResult" })
+
+export const ReadinessChecks = Schema.Struct({
+  database: CheckResult,
+  schema: CheckResult,
+  broker: CheckResult
+}).annotate({ identifier: "ReadinessChecks" })
+export type ReadinessChecks = typeof ReadinessChecks.Type
+
+export const Readiness = Schema.Struct({ status: Schema.Literal("ready"), checks: ReadinessChecks }).annotate({
+  identifier: "Readiness"
+})

@@ -1,0 +1,81 @@
+/**
+ * Every 4xx is a problem (`application/problem+json`), including the ones the framework answers before any API
+ * handler runs: an unknown route (404), an unsupported content type (415), a body over the size limit (413). A
+ * 401 also says how to authenticate (`WWW-Authenticate: Bearer`). Server errors pass through unchanged, so they are
+ * still reported and logged as such.
+ */
+import { STATUS_CODES } from "node:http"
+import { ByteSize, Cause, Effect } from "effect"
+import { HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse, ProblemDetails } from "effect/http"
+
+/** Requests carry references, never data: no legitimate body comes near this. */
+export const maxBodySize = ByteSize.mebibytes(1)
+
+const isClientError = (status: number) => status >= 400 && status < 499
+
+const contentType = (response: HttpServerResponse.HttpServerResponse): string =>
+  (response.body._tag === "Empty" ? undefined : response.body.contentType) ?? ""
+
+const isProblem = (response: HttpServerResponse.HttpServerResponse) =>
+  contentType(response).startsWith(ProblemDetails.contentType)
+
+const bodyText = (response: HttpServerResponse.HttpServerResponse): string | undefined => {
+  const body = response.body
+  if (body._tag !== "Uint8Array" || !contentType(response).startsWith("text/")) return undefined
+  return new TextDecoder().decode(body.body).trim() || undefined
+}
+
+const bodyHeaders = new Set(["content-length", "content-type", "transfer-encoding"])
+
+const detailFor = (status: number, request: HttpServerRequest.HttpServerRequest, text: string | undefined) => {
+  switch (status) {
+    case 404:
+      return `no route ${request.method} ${request.url.split("?")[0]}; see /openapi.json`
+    case 405:
+      return `${request.method} is not allowed here; see /openapi.json`
+    case 413:
+      return `the request body is over ${ByteSize.format(maxBodySize)}: send references, not data`
+    case 415:
+      return `${text ?? "unsupported content type"}; send application/json`
+    default:
+      return text
+  }
+}
+
+const asProblem = (response: HttpServerResponse.HttpServerResponse) =>
+  Effect.gen(function* () {
+    if (!isClientError(response.status)) return response
+    const withChallenge =
+      response.status === 401 ? HttpServerResponse.setHeader(response, "www-authenticate", "Bearer") : response
+    if (isProblem(withChallenge)) return withChallenge
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const detail = detailFor(response.status, request, bodyText(response))
+    const problem = ProblemDetails.toResponse({
+      type: ProblemDetails.blankType,
+      status: response.status,
+      title: STATUS_CODES[response.status] ?? "Client error",
+      ...(detail === undefined ? {} : { detail })
+    })
+    // Keep what else the response said (`connection: close` after a body too large, the 401 challenge), not how
+    // long its old body was.
+    const kept = Object.entries(withChallenge.headers).filter(([name]) => !bodyHeaders.has(name.toLowerCase()))
+    return HttpServerResponse.setHeaders(problem, Object.fromEntries(kept))
+  })
+
+export const layer = HttpRouter.middleware(
+  (app) =>
+    app.pipe(
+      Effect.provideService(HttpServerRequest.MaxBodySize, maxBodySize),
+      // A failure that maps to a 4xx (no route, a body too large to read, a malformed request) is answered here as a
+      // problem; anything else keeps its cause, to be reported and answered by the server as before.
+      Effect.catchCause((cause) =>
+        Effect.flatMap(HttpServerError.causeResponse(cause), ([response]) =>
+          isClientError(response.status) && !Cause.hasInterruptsOnly(cause)
+            ? Effect.succeed(response)
+            : Effect.failCause(cause)
+        )
+      ),
+      Effect.flatMap(asProblem)
+    ),
+  { global: true }
+)
