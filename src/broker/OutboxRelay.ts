@@ -3,8 +3,9 @@
  * A crash between confirm and delete publishes a message again — delivery is at least once, and every consumer
  * deduplicates by message id / task id. Several relays may run at once: batches are claimed with SKIP LOCKED.
  */
-import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Clock, Duration, Effect, Layer, Option, Schedule } from "effect"
 import type { PendingMessage } from "../domain/Saga.ts"
+import * as TraceContext from "../observability/TraceContext.ts"
 import { OutboxNotifications } from "../store/OutboxNotifications.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import { Broker, type OutgoingMessage } from "./Broker.ts"
@@ -26,12 +27,53 @@ export const toOutgoing = (message: PendingMessage): OutgoingMessage => ({
   body: JSON.stringify(message.payload)
 })
 
-/** Publishes one batch; returns how many messages went out. */
+/**
+ * A producer span per message around the batch's confirmed publish, each a child of the span that decided to send
+ * the message (its `traceparent`), so a trace shows how long a task waited in the outbox. The headers go out as
+ * they were committed: the worker continues from the deciding span.
+ */
+const withPublishSpans = <E, R>(messages: ReadonlyArray<PendingMessage>, publish: Effect.Effect<void, E, R>) =>
+  Effect.gen(function* () {
+    const spans = yield* Effect.forEach(messages, (message) =>
+      Effect.makeSpan("OutboxRelay.publish", {
+        kind: "producer",
+        parent: TraceContext.parentFromHeaders(message.headers),
+        attributes: {
+          "messaging.system": "rabbitmq",
+          "messaging.operation.type": "send",
+          "messaging.destination.name": message.exchange,
+          "messaging.rabbitmq.destination.routing_key": message.routingKey,
+          "messaging.message.id": message.messageId,
+          "messaging.message.conversation_id": message.correlationId,
+          "saga.id": message.sagaId,
+          "correlation.id": message.correlationId
+        }
+      })
+    )
+    return yield* publish.pipe(
+      Effect.onExit((exit) =>
+        Effect.flatMap(Clock.currentTimeNanos, (now) =>
+          Effect.sync(() => {
+            for (const span of spans) span.end(now, exit)
+          })
+        )
+      )
+    )
+  })
+
+/**
+ * Publishes one batch; returns how many messages went out. The polling itself is not traced (an idle relay would
+ * fill the traces with empty claims); the publishing is.
+ */
 export const relayOnce = (batchSize: number) =>
   Effect.gen(function* () {
     const store = yield* SagaStore
     const broker = yield* Broker
-    return yield* store.publishOutbox(batchSize, (messages) => broker.publish(messages.map(toOutgoing)))
+    return yield* store
+      .publishOutbox(batchSize, (messages) =>
+        withPublishSpans(messages, broker.publish(messages.map(toOutgoing))).pipe(Effect.withTracerEnabled(true))
+      )
+      .pipe(Effect.withTracerEnabled(false))
   })
 
 /** Until the next look: a commit notification when the store has them, the idle delay at the latest. */

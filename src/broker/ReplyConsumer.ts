@@ -1,29 +1,55 @@
 /**
  * Consumes workers' replies and hands them to the engine. A reply is acknowledged only after the transaction that
  * applied it committed; one that cannot be processed (malformed JSON, wrong shape, unknown saga, parked saga) is
- * dead-lettered with the reason; a database outage leaves it unacknowledged, to be delivered again.
+ * dead-lettered with the reason, and counted; a database outage leaves it unacknowledged, to be delivered again.
+ *
+ * Each delivery is handled in a consumer span that continues the worker's trace when the reply carries a
+ * `traceparent`, so the engine's span for the reply, and the next task, join that trace.
  */
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { decodeReply, Queues } from "../domain/Messages.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import * as TraceContext from "../observability/TraceContext.ts"
 import { Engine } from "../saga/Engine.ts"
 import { Broker, type Delivery, Disposition } from "./Broker.ts"
+
+/** Dead-letters with `reason` in the header; `kind` is the metric's label. */
+const deadLetter = (kind: Metrics.DeadLetterReason, reason: string) =>
+  Metrics.countDeadLettered(kind).pipe(
+    Effect.andThen(Effect.annotateCurrentSpan({ "reply.dead_letter_reason": kind })),
+    Effect.as(Disposition.deadLetter(reason))
+  )
+
+const consumerSpan = (delivery: Delivery) => ({
+  kind: "consumer" as const,
+  parent: TraceContext.parentFromHeaders(delivery.headers),
+  attributes: {
+    "messaging.system": "rabbitmq",
+    "messaging.operation.type": "process",
+    "messaging.destination.name": Queues.replies,
+    "messaging.rabbitmq.destination.routing_key": delivery.routingKey,
+    "messaging.message.id": delivery.messageId ?? "none",
+    "messaging.message.conversation_id": delivery.correlationId ?? "none"
+  }
+})
 
 export const handle = (delivery: Delivery) =>
   Effect.gen(function* () {
     const engine = yield* Engine
     const decoded = yield* Effect.result(decodeReply(delivery.body))
     if (decoded._tag === "Failure") {
-      return Disposition.deadLetter(`malformed reply: ${decoded.failure.message}`)
+      return yield* deadLetter("malformed", `malformed reply: ${decoded.failure.message}`)
     }
     const reply = decoded.success
+    yield* Effect.annotateCurrentSpan({ "saga.id": reply.sagaId, "task.id": reply.taskId })
     return yield* engine.reply(reply).pipe(
       Effect.as(Disposition.ack),
       Effect.catchTags({
-        SagaNotFound: () => Effect.succeed(Disposition.deadLetter(`unknown saga ${reply.sagaId}`)),
-        UnknownDefinitionVersion: (e) => Effect.succeed(Disposition.deadLetter(e.message)),
-        CorruptProgress: (e) => Effect.succeed(Disposition.deadLetter(e.message)),
-        ContextTooLarge: (e) => Effect.succeed(Disposition.deadLetter(`reply rejected: ${e.message}`)),
-        InvalidSagaData: (e) => Effect.succeed(Disposition.deadLetter(`reply rejected: ${e.message}`)),
+        SagaNotFound: () => deadLetter("unknown_saga", `unknown saga ${reply.sagaId}`),
+        UnknownDefinitionVersion: (e) => deadLetter("unknown_definition_version", e.message),
+        CorruptProgress: (e) => deadLetter("corrupt_progress", e.message),
+        ContextTooLarge: (e) => deadLetter("context_too_large", `reply rejected: ${e.message}`),
+        InvalidSagaData: (e) => deadLetter("invalid_saga_data", `reply rejected: ${e.message}`),
         // Cannot happen without an expected version; taken again from the queue, it is decided afresh.
         VersionConflict: () => Effect.succeed(Disposition.requeue),
         StoreUnavailable: (e) =>
@@ -31,12 +57,23 @@ export const handle = (delivery: Delivery) =>
             Effect.andThen(Effect.sleep(Duration.seconds(1))),
             Effect.as(Disposition.requeue)
           )
-      })
+      }),
+      Effect.annotateLogs({ sagaId: reply.sagaId, taskId: reply.taskId })
     )
-  }).pipe(Effect.annotateLogs({ component: "reply-consumer", messageId: delivery.messageId ?? "none" }))
+  }).pipe(
+    Effect.tap((disposition) => Effect.annotateCurrentSpan("reply.disposition", disposition._tag)),
+    Effect.withSpan("ReplyConsumer.handle", consumerSpan(delivery)),
+    Effect.annotateLogs({
+      component: "reply-consumer",
+      messageId: delivery.messageId ?? "none",
+      ...(delivery.correlationId === undefined ? {} : { correlationId: delivery.correlationId })
+    })
+  )
 
 export const run = (prefetch = 50) =>
-  Effect.flatMap(Broker, (broker) => broker.consume(Queues.replies, handle, { prefetch }))
+  Effect.flatMap(Broker, (broker) =>
+    Metrics.registerDeadLetterReasons.pipe(Effect.andThen(broker.consume(Queues.replies, handle, { prefetch })))
+  )
 
 /** Keeps consuming: when the broker goes away the consumer starts again once it is back. */
 export const layer = (prefetch = 50) =>

@@ -3,7 +3,7 @@
  * through `SagaStore.transact`, so each change is one locked, versioned transaction writing state, outbox messages,
  * timer and history together. The decisions themselves live in `Engine/transitions.ts`.
  */
-import { Context, Effect, Layer, Schema } from "effect"
+import { Clock, Context, Effect, Layer, Option, Schema } from "effect"
 import { SecureRandom } from "effect/crypto"
 import { SagaNotFound } from "../domain/errors.ts"
 import type { ReplyMessage } from "../domain/Messages.ts"
@@ -11,6 +11,7 @@ import { type DueTimer, SagaId, type SagaInstance } from "../domain/Saga.ts"
 import type { Created, CreateSaga, TransactError } from "../store/SagaStore.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import type { AnySagaDefinition } from "./Definition.ts"
+import * as Observed from "./Engine/observed.ts"
 import * as Transitions from "./Engine/transitions.ts"
 import {
   type CorruptProgress,
@@ -55,30 +56,45 @@ export class Engine extends Context.Service<
 
 type CreateError = Effect.Error<ReturnType<SagaStore["Service"]["create"]>>
 
+interface DriveOptions {
+  readonly expectedVersion?: number | undefined
+  /** When the reply being applied arrived (epoch millis), for the step latency. */
+  readonly receivedAt?: number | undefined
+}
+
 export const make = Effect.gen(function* () {
   const store = yield* SagaStore
   const registry = yield* SagaRegistry
+  yield* Observed.registerSagaTypes(registry.definitions.map((definition) => definition.type))
   const random = yield* SecureRandom.SecureRandom
   const services = Layer.succeedContext(Context.make(SecureRandom.SecureRandom, random))
 
-  /** Loads the definition the saga started with, then applies `decide` in the saga's transaction. */
-  const drive = <E>(
-    sagaId: SagaId,
-    decide: Transitions.Decide<E>,
-    options?: { readonly expectedVersion?: number | undefined }
-  ) =>
-    store
-      .transact(
+  /**
+   * Loads the definition the saga started with, then applies `decide` in the saga's transaction. Runs in the span of
+   * the engine operation (`Engine.reply`, …): the span gets the saga's attributes, and the decision runs with it as
+   * the current span (not the store's transaction span), so the tasks it sends name it as their `traceparent`.
+   */
+  const drive = <E>(sagaId: SagaId, decide: Transitions.Decide<E>, options: DriveOptions = {}) =>
+    Effect.gen(function* () {
+      const span = yield* Effect.option(Effect.currentSpan)
+      // The store may run the step more than once (a retried transaction): the last run is the one that committed.
+      let last: Transitions.Loaded | undefined
+      const step = (saga: SagaInstance) =>
+        Effect.gen(function* () {
+          Observed.annotateStepSpan(span, saga)
+          const { progress, context } = yield* Transitions.load(saga)
+          const definition = yield* registry.get(saga.sagaType, progress.version, saga.id)
+          last = { saga, definition, context, progress }
+          return yield* decide(last)
+        })
+      const after = yield* store.transact(
         sagaId,
-        (saga) =>
-          Effect.gen(function* () {
-            const { progress, context } = yield* Transitions.load(saga)
-            const definition = yield* registry.get(saga.sagaType, progress.version, saga.id)
-            return yield* decide({ saga, definition, context, progress })
-          }),
-        options
+        (saga) => (Option.isSome(span) ? Effect.withParentSpan(step(saga), span.value) : step(saga)),
+        { expectedVersion: options.expectedVersion }
       )
-      .pipe(Effect.provide(services))
+      if (last !== undefined) yield* Observed.committed(last, after, options.receivedAt)
+      return after
+    }).pipe(Effect.provide(services), Effect.annotateLogs({ sagaId }))
 
   const start = Effect.fn("Engine.start")(function* (sagaType: string, input: unknown, options: StartOptions = {}) {
     const definition: AnySagaDefinition = yield* registry.latest(sagaType)
@@ -86,6 +102,7 @@ export const make = Effect.gen(function* () {
       Effect.mapError((error) => new InvalidSagaInput({ sagaType, reason: error.message }))
     )
     const id = (yield* random.uuidV7()) as SagaId
+    yield* Effect.annotateCurrentSpan({ "saga.id": id, "saga.type": sagaType })
     const first = yield* Transitions.begin(definition, id, definition.initialContext(decoded)).pipe(
       Effect.provide(services),
       // A first step that cannot even build its task is a definition bug, not bad input.
@@ -102,7 +119,10 @@ export const make = Effect.gen(function* () {
       timer: first.timer,
       detail: first.detail
     }
-    return yield* store.create(create)
+    const created = yield* store.create(create)
+    yield* Effect.annotateCurrentSpan(Observed.spanAttributes(created.saga))
+    if (created.created) yield* Observed.started(created.saga)
+    return created
   })
 
   return Engine.of({
@@ -111,7 +131,11 @@ export const make = Effect.gen(function* () {
       // The id comes from outside: one that is not even a saga id names no saga (the database would refuse it).
       Schema.decodeUnknownEffect(SagaId)(reply.sagaId).pipe(
         Effect.mapError(() => new SagaNotFound({ sagaId: reply.sagaId })),
-        Effect.flatMap((sagaId) => drive(sagaId, Transitions.onReply(reply))),
+        Effect.flatMap((sagaId) =>
+          Effect.flatMap(Clock.currentTimeMillis, (receivedAt) =>
+            drive(sagaId, Transitions.onReply(reply), { receivedAt })
+          )
+        ),
         Effect.withSpan("Engine.reply", { attributes: { "saga.id": reply.sagaId, "task.id": reply.taskId } })
       ),
     signal: (sagaId, name, data) =>

@@ -26,11 +26,11 @@ const fire = (timer: DueTimer) =>
     Effect.annotateLogs({ sagaId: timer.sagaId })
   )
 
-/** Claims and fires one batch; returns how many timers were due. */
+/** Claims and fires one batch; returns how many timers were due. Only firing is traced, not the polling. */
 export const scanOnce = (batchSize: number) =>
   Effect.gen(function* () {
     const store = yield* SagaStore
-    const due = yield* store.claimDue(yield* DateTime.now, batchSize)
+    const due = yield* store.claimDue(yield* DateTime.now, batchSize).pipe(Effect.withTracerEnabled(false))
     yield* Effect.forEach(due, fire, { concurrency: 8, discard: true })
     return due.length
   })

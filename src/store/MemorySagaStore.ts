@@ -17,7 +17,7 @@ import {
   type Timer,
   Transition
 } from "../domain/Saga.ts"
-import { SagaStore } from "./SagaStore.ts"
+import { type ActiveSagas, SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
 import { checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
 
@@ -220,6 +220,26 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       const outboxLagMillis = oldest === undefined ? 0 : Math.max(0, now - DateTime.toEpochMillis(oldest.createdAt))
       return { byStatus, outboxPending: outbox.length, outboxLagMillis }
     }),
+
+    countActive: (stuckAfter) =>
+      Effect.gen(function* () {
+        const cutoff = (yield* Clock.currentTimeMillis) - Duration.toMillis(stuckAfter)
+        const groups = new Map<string, ActiveSagas>()
+        for (const saga of sagas.values()) {
+          if (!isActive(saga.status)) continue
+          const key = JSON.stringify([saga.sagaType, saga.status, saga.currentState])
+          const group = groups.get(key) ?? {
+            sagaType: saga.sagaType,
+            status: saga.status,
+            state: saga.currentState,
+            count: 0,
+            stuck: 0
+          }
+          const stuck = DateTime.toEpochMillis(saga.updatedAt) <= cutoff ? 1 : 0
+          groups.set(key, { ...group, count: group.count + 1, stuck: group.stuck + stuck })
+        }
+        return [...groups.values()]
+      }),
 
     publishOutbox: (limit, publish) =>
       Effect.gen(function* () {

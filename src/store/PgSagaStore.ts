@@ -6,7 +6,8 @@ import { PgClient } from "@effect/sql-pg"
 import { Array as Arr, Data, DateTime, Duration, Effect, Layer, Schema } from "effect"
 import { SecureRandom } from "effect/crypto"
 import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/errors.ts"
-import { type OutboxMessage, SagaId, type SagaInstance, type SagaStatus, type Timer } from "../domain/Saga.ts"
+import { type OutboxMessage, SagaId, type SagaInstance, type Timer } from "../domain/Saga.ts"
+import * as Reports from "./PgSagaStore/reports.ts"
 import {
   toDueTimers,
   toIgnoredEvents,
@@ -297,17 +298,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       })
     )
 
-  const summary: SagaStore["Service"]["summary"] = Effect.gen(function* () {
-    const rows = yield* sql<{ status: SagaStatus; count: number }>`
-      SELECT status, count(*)::int AS count FROM orchestrator.saga_instances GROUP BY status`
-    const outbox = yield* sql<{ count: number; lag: number }>`
-      SELECT count(*)::int AS count,
-             COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) * 1000, 0)::float8 AS lag
-      FROM orchestrator.saga_outbox`
-    const byStatus = { RUNNING: 0, COMPENSATING: 0, COMPLETED: 0, FAILED: 0, CANCELLED: 0 }
-    for (const row of rows) byStatus[row.status] = row.count
-    return { byStatus, outboxPending: outbox[0]?.count ?? 0, outboxLagMillis: Math.max(0, outbox[0]?.lag ?? 0) }
-  }).pipe(Effect.mapError(storeFailure("summary")))
+  const reports = Reports.make(sql)
 
   return SagaStore.of({
     create,
@@ -318,7 +309,8 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     findStuck,
     claimDue,
     transact,
-    summary,
+    summary: reports.summary,
+    countActive: reports.countActive,
     publishOutbox
   })
 })

@@ -89,6 +89,16 @@ export interface StoreSummary {
   readonly outboxLagMillis: number
 }
 
+/** Active sagas of one type in one state, for metrics. */
+export interface ActiveSagas {
+  readonly sagaType: string
+  readonly status: SagaStatus
+  readonly state: string
+  readonly count: number
+  /** How many of them `findStuck(stuckAfter)` reports: no change for longer than `stuckAfter`. */
+  readonly stuck: number
+}
+
 export type StoreError = StoreUnavailable
 export type TransactError = SagaNotFound | VersionConflict | ContextTooLarge | InvalidSagaData | StoreUnavailable
 
@@ -136,12 +146,14 @@ export class SagaStore extends Context.Service<
       step: (saga: SagaInstance) => Effect.Effect<StepOutcome, E, R>,
       options?: TransactOptions
     ) => Effect.Effect<SagaInstance, E | TransactError, R>
+    /** Sagas by status and the outbox backlog, for health reports and metrics. */
+    readonly summary: Effect.Effect<StoreSummary, StoreError>
+    /** Active sagas counted by type, status and state, with how many of them are stuck, for metrics. */
+    readonly countActive: (stuckAfter: Duration.Duration) => Effect.Effect<ReadonlyArray<ActiveSagas>, StoreError>
     /**
      * Hands up to `limit` committed outbox messages, oldest first, to `publish`, and deletes them once it
      * succeeds. Messages are claimed with SKIP LOCKED, so several relays never publish the same batch at once.
      */
-    /** Sagas by status and the outbox backlog, for health reports and metrics. */
-    readonly summary: Effect.Effect<StoreSummary, StoreError>
     readonly publishOutbox: <E, R>(
       limit: number,
       publish: (messages: ReadonlyArray<PendingMessage>) => Effect.Effect<void, E, R>

@@ -414,6 +414,50 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
       })
     )
 
+    it.effect("counts active sagas by type, status and state, and the stuck ones as findStuck reports them", () =>
+      Effect.gen(function* () {
+        const store = yield* SagaStore
+        const sagaType = uniqueType()
+        yield* Effect.forEach([1, 2], () => start({ sagaType, state: "MESHING" }))
+        yield* start({ sagaType, state: "PREPARING" })
+        const undoing = (yield* start({ sagaType, state: "PREPARING" })).saga
+        yield* store.transact(undoing.id, (s) =>
+          Effect.succeed(
+            StepOutcome.Advance({ state: "DELETING_BRANCH", status: "COMPENSATING", context: s.context, event: "X" })
+          )
+        )
+        const done = (yield* start({ sagaType, state: "MESHING" })).saga
+        yield* store.transact(done.id, (s) =>
+          Effect.succeed(StepOutcome.Advance({ state: "DONE", status: "COMPLETED", context: s.context, event: "X" }))
+        )
+        const counts = (stuckAfter: Duration.Duration) =>
+          store.countActive(stuckAfter).pipe(
+            Effect.map((all) =>
+              all
+                .filter((c) => c.sagaType === sagaType)
+                .map((c) => [c.status, c.state, c.count, c.stuck] as const)
+                .sort()
+            )
+          )
+        // Nothing of these has been waiting for an hour; with a zero threshold every active one is stuck.
+        assert.deepStrictEqual(yield* counts(Duration.hours(1)), [
+          ["COMPENSATING", "DELETING_BRANCH", 1, 0],
+          ["RUNNING", "MESHING", 2, 0],
+          ["RUNNING", "PREPARING", 1, 0]
+        ])
+        assert.deepStrictEqual(yield* counts(Duration.zero), [
+          ["COMPENSATING", "DELETING_BRANCH", 1, 1],
+          ["RUNNING", "MESHING", 2, 2],
+          ["RUNNING", "PREPARING", 1, 1]
+        ])
+        const stuck = (yield* store.findStuck(Duration.zero, { limit: 10_000 })).filter(
+          (s) => s.saga.sagaType === sagaType
+        )
+        assert.strictEqual(stuck.length, 4)
+        assert.isFalse(stuck.some((s) => s.saga.id === done.id))
+      })
+    )
+
     it.effect("claims a due timer once until its lease runs out", () =>
       Effect.gen(function* () {
         const store = yield* SagaStore

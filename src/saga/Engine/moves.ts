@@ -7,6 +7,7 @@ import { Cause, DateTime, Duration, Effect, Option, Schedule } from "effect"
 import { SecureRandom } from "effect/crypto"
 import { Exchanges, Queues, type TaskMessage } from "../../domain/Messages.ts"
 import type { OutboxMessage, SagaInstance, Timer } from "../../domain/Saga.ts"
+import * as TraceContext from "../../observability/TraceContext.ts"
 import { StepOutcome } from "../../store/SagaStore.ts"
 import {
   type AnySagaDefinition,
@@ -24,7 +25,10 @@ import { write } from "../Progress.ts"
 const after = (timeout: Duration.Duration) =>
   Effect.map(DateTime.now, (now) => DateTime.add(now, { milliseconds: Duration.toMillis(timeout) }))
 
-/** A task message for the outbox, with a fresh task id, and the timer that waits for its reply. */
+/**
+ * A task message for the outbox, with a fresh task id, and the timer that waits for its reply. Its `traceparent`
+ * header names the current span — the engine operation that decided the step — so the worker's spans join its trace.
+ */
 const sendTask = Effect.fnUntraced(function* (
   saga: { readonly id: string; readonly sagaType: string },
   taskType: string,
@@ -42,7 +46,8 @@ const sendTask = Effect.fnUntraced(function* (
     replyTo: Queues.replies,
     payload: payload as TaskMessage["payload"]
   }
-  const message: OutboxMessage = { exchange: Exchanges.tasks, routingKey: taskType, payload: body }
+  const headers = yield* TraceContext.currentHeaders
+  const message: OutboxMessage = { exchange: Exchanges.tasks, routingKey: taskType, payload: body, headers }
   const timer: Timer = { dueAt: yield* after(timeout), awaiting: { _tag: "Reply", taskId, taskType } }
   return { taskId, messages: [message], timer }
 })
