@@ -2,8 +2,8 @@
  * Typed configuration: settings from `ORCH_*` environment variables, secrets only from files in the secrets
  * directory (DESIGN §7). A password offered through the environment is refused, naming the file to use instead.
  */
-import { Config, ConfigProvider, Context, Effect, Layer, Option, type Redacted, Schema } from "effect"
-import type { FileSystem } from "effect/FileSystem"
+import { Config, ConfigProvider, Context, Effect, Layer, Option, Redacted, Schema } from "effect"
+import * as FileSystem from "effect/FileSystem"
 import type { Path } from "effect/Path"
 
 export const SslMode = Schema.Literals(["disable", "require", "verify-full"])
@@ -17,6 +17,8 @@ export interface DatabaseConfig {
   readonly user: string
   readonly password: Redacted.Redacted
   readonly ssl: SslMode
+  /** CA certificate file for `verify-full` (ORCH_DB_SSL_ROOT_CERT); the system's CAs when absent. */
+  readonly sslRootCert?: string | undefined
   /** The schema owner, for migrations; absent → startup only checks that the schema is current. */
   readonly migration: Option.Option<{ readonly user: string; readonly password: Redacted.Redacted }>
 }
@@ -36,6 +38,10 @@ export interface AppConfigShape {
   readonly secretsDir: string
   readonly otlpEndpoint: Option.Option<string>
   readonly maxContextBytes: number
+  /** Development override: run even when the runtime role can do more than DML (loudly logged). */
+  readonly allowPrivilegedDbRole: boolean
+  /** Bearer tokens of the HTTP API (secret file `api_tokens`, one per line); None when the file is absent. */
+  readonly apiTokens: Option.Option<ReadonlyArray<Redacted.Redacted<string>>>
 }
 
 export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidConfig", {
@@ -80,57 +86,95 @@ const refusePasswordInUrl = (url: string) => {
   return Effect.void
 }
 
-export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem | Path> = Effect.gen(function* () {
-  yield* refusePasswordsInEnvironment
-  const secretsDir = yield* Config.String("ORCH_SECRETS_DIR").pipe(Config.withDefault("/run/secrets"))
-  const secrets = yield* ConfigProvider.fromDir({ rootPath: secretsDir })
-  const secret = (file: string, neededFor: string) =>
-    Config.Redacted(file)
+/** One token per line; blank lines and lines starting with `#` (comments, e.g. who holds a token) are skipped. */
+const tokenLines = (file: Redacted.Redacted<string>, secretsDir: string) => {
+  const tokens = Redacted.value(file)
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line !== "" && !line.startsWith("#"))
+  return tokens.length === 0
+    ? Effect.fail(new InvalidConfig({ reason: `the secret file ${secretsDir}/api_tokens holds no token` }))
+    : Effect.succeed(Option.some(tokens.map((token) => Redacted.make(token))))
+}
+
+/** A path setting must name a file that exists. */
+const readableFile = (variable: string) => (path: string) =>
+  Effect.flatMap(FileSystem.FileSystem, (fs) => fs.exists(path)).pipe(
+    Effect.orElseSucceed(() => false),
+    Effect.flatMap((exists) =>
+      exists ? Effect.succeed(path) : Effect.fail(new InvalidConfig({ reason: `${variable}: no file at ${path}` }))
+    )
+  )
+
+export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem.FileSystem | Path> = Effect.gen(
+  function* () {
+    yield* refusePasswordsInEnvironment
+    const secretsDir = yield* Config.String("ORCH_SECRETS_DIR").pipe(Config.withDefault("/run/secrets"))
+    const secrets = yield* ConfigProvider.fromDir({ rootPath: secretsDir })
+    const secret = (file: string, neededFor: string) =>
+      Config.Redacted(file)
+        .parse(secrets)
+        .pipe(
+          Effect.mapError(
+            () => new InvalidConfig({ reason: `missing secret file ${secretsDir}/${file} (needed for ${neededFor})` })
+          )
+        )
+
+    const apiTokens = yield* Config.option(Config.Redacted("api_tokens"))
       .parse(secrets)
       .pipe(
-        Effect.mapError(
-          () => new InvalidConfig({ reason: `missing secret file ${secretsDir}/${file} (needed for ${neededFor})` })
+        Effect.mapError(() => new InvalidConfig({ reason: `cannot read the secret file ${secretsDir}/api_tokens` })),
+        Effect.flatMap(
+          Option.match({ onNone: () => Effect.succeedNone, onSome: (file) => tokenLines(file, secretsDir) })
         )
       )
 
-  const database = yield* Effect.gen(function* () {
-    const host = yield* optionalString("ORCH_DB_HOST")
-    if (Option.isNone(host)) return Option.none<DatabaseConfig>()
-    const migrationUser = yield* optionalString("ORCH_DB_MIGRATION_USER")
-    return Option.some<DatabaseConfig>({
-      host: host.value,
-      port: yield* Config.Port("ORCH_DB_PORT").pipe(Config.withDefault(5432)),
-      database: yield* Config.NonEmptyString("ORCH_DB_NAME").pipe(Config.withDefault("orchestrator")),
-      user: yield* Config.NonEmptyString("ORCH_DB_USER").pipe(Config.withDefault("orchestrator_app")),
-      password: yield* secret("db_password", "ORCH_DB_HOST"),
-      ssl: yield* Config.schema(SslMode, "ORCH_DB_SSL").pipe(Config.withDefault<SslMode>("disable")),
-      migration: Option.isNone(migrationUser)
-        ? Option.none()
-        : Option.some({
-            user: migrationUser.value,
-            password: yield* secret("db_migration_password", "ORCH_DB_MIGRATION_USER")
-          })
+    const database = yield* Effect.gen(function* () {
+      const host = yield* optionalString("ORCH_DB_HOST")
+      if (Option.isNone(host)) return Option.none<DatabaseConfig>()
+      const migrationUser = yield* optionalString("ORCH_DB_MIGRATION_USER")
+      return Option.some<DatabaseConfig>({
+        host: host.value,
+        port: yield* Config.Port("ORCH_DB_PORT").pipe(Config.withDefault(5432)),
+        database: yield* Config.NonEmptyString("ORCH_DB_NAME").pipe(Config.withDefault("orchestrator")),
+        user: yield* Config.NonEmptyString("ORCH_DB_USER").pipe(Config.withDefault("orchestrator_app")),
+        password: yield* secret("db_password", "ORCH_DB_HOST"),
+        ssl: yield* Config.schema(SslMode, "ORCH_DB_SSL").pipe(Config.withDefault<SslMode>("disable")),
+        sslRootCert: yield* optionalString("ORCH_DB_SSL_ROOT_CERT").pipe(
+          Effect.flatMap(
+            Option.match({ onNone: () => Effect.undefined, onSome: readableFile("ORCH_DB_SSL_ROOT_CERT") })
+          )
+        ),
+        migration: Option.isNone(migrationUser)
+          ? Option.none()
+          : Option.some({
+              user: migrationUser.value,
+              password: yield* secret("db_migration_password", "ORCH_DB_MIGRATION_USER")
+            })
+      })
     })
-  })
 
-  const amqp = yield* Effect.gen(function* () {
-    const url = yield* optionalString("ORCH_AMQP_URL")
-    if (Option.isNone(url)) return Option.none<AmqpConfig>()
-    yield* refusePasswordInUrl(url.value)
-    return Option.some<AmqpConfig>({ url: url.value, password: yield* secret("amqp_password", "ORCH_AMQP_URL") })
-  })
+    const amqp = yield* Effect.gen(function* () {
+      const url = yield* optionalString("ORCH_AMQP_URL")
+      if (Option.isNone(url)) return Option.none<AmqpConfig>()
+      yield* refusePasswordInUrl(url.value)
+      return Option.some<AmqpConfig>({ url: url.value, password: yield* secret("amqp_password", "ORCH_AMQP_URL") })
+    })
 
-  return {
-    database,
-    amqp,
-    httpPort: yield* Config.Port("ORCH_HTTP_PORT").pipe(Config.withDefault(8080)),
-    secretsDir,
-    otlpEndpoint: yield* optionalString("ORCH_OTLP_ENDPOINT"),
-    maxContextBytes: yield* Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "ORCH_MAX_CONTEXT_BYTES").pipe(
-      Config.withDefault(65536)
-    )
+    return {
+      database,
+      amqp,
+      httpPort: yield* Config.Port("ORCH_HTTP_PORT").pipe(Config.withDefault(8080)),
+      secretsDir,
+      otlpEndpoint: yield* optionalString("ORCH_OTLP_ENDPOINT"),
+      allowPrivilegedDbRole: yield* Config.Boolean("ORCH_DB_ALLOW_PRIVILEGED_ROLE").pipe(Config.withDefault(false)),
+      maxContextBytes: yield* Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "ORCH_MAX_CONTEXT_BYTES").pipe(
+        Config.withDefault(65536)
+      ),
+      apiTokens
+    }
   }
-}).pipe(Effect.catchTag("ConfigError", (error) => Effect.fail(new InvalidConfig({ reason: error.message }))))
+).pipe(Effect.catchTag("ConfigError", (error) => Effect.fail(new InvalidConfig({ reason: error.message }))))
 
 export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("saga-orchestrator/Config/AppConfig") {
   static readonly layer = Layer.effect(AppConfig, load)

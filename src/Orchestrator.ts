@@ -2,7 +2,8 @@
  * The running service: the state store on the configured database (migrated at startup when migration credentials
  * are given, otherwise checked to be current) or, with none configured, on the embedded one; the saga engine; the
  * outbox relay, reply consumer and timer scanner; and the broker: RabbitMQ with ORCH_AMQP_URL, otherwise one in
- * memory whose tasks simulated workers answer (and then, in embedded mode, a demonstration starts a few sagas).
+ * memory whose tasks simulated workers answer (and then, in embedded mode, a demonstration starts a few sagas); and
+ * the HTTP API (src/http) on ORCH_HTTP_PORT.
  */
 import { NodeServices } from "@effect/platform-node"
 import { Duration, Effect, Layer, Option, Schedule } from "effect"
@@ -11,13 +12,16 @@ import * as MemoryBroker from "./broker/MemoryBroker.ts"
 import * as OutboxRelay from "./broker/OutboxRelay.ts"
 import * as ReplyConsumer from "./broker/ReplyConsumer.ts"
 import { AppConfig, type DatabaseConfig } from "./Config.ts"
+import * as HttpServer from "./http/Server.ts"
+import * as Metrics from "./observability/Metrics.ts"
+import * as Observability from "./observability/Observability.ts"
 import * as Engine from "./saga/Engine.ts"
 import { SagaRegistry } from "./saga/Registry.ts"
 import * as TimerScanner from "./saga/TimerScanner.ts"
 import { definitions } from "./sagas/index.ts"
 import * as Demo from "./simulation/Demo.ts"
 import * as Workers from "./simulation/Workers.ts"
-import { checkSchemaCurrent, migrate, runtimeClient } from "./store/Database.ts"
+import { checkLeastPrivilege, checkSchemaCurrent, migrate, runtimeClient } from "./store/Database.ts"
 import * as Embedded from "./store/Embedded.ts"
 import * as OutboxNotifications from "./store/OutboxNotifications.ts"
 import * as PgSagaStore from "./store/PgSagaStore.ts"
@@ -56,11 +60,21 @@ const database = Layer.unwrap(
   })
 )
 
+/**
+ * Before serving: the schema is current, and the runtime role can do no more than DML (TR-DB-6). The embedded
+ * database has a single all-powerful user and is exempt.
+ */
+const startupChecks = Effect.gen(function* () {
+  const config = yield* AppConfig
+  yield* checkSchemaCurrent
+  if (Option.isSome(config.database)) yield* checkLeastPrivilege(config.allowPrivilegedDbRole)
+})
+
 const store = Layer.unwrap(
   Effect.map(AppConfig, (config) => PgSagaStore.layerNoDeps({ maxContextBytes: config.maxContextBytes }))
 ).pipe(
   Layer.provideMerge(database),
-  Layer.tap((context) => Effect.asVoid(Effect.provideContext(checkSchemaCurrent, context)))
+  Layer.tap((context) => Effect.provideContext(startupChecks, context))
 )
 
 const reportHealth = Layer.effectDiscard(
@@ -103,6 +117,7 @@ const services = Layer.unwrap(
       relay,
       ReplyConsumer.layer(),
       TimerScanner.layer(),
+      HttpServer.layer,
       embedded && simulated ? Demo.layer(Demo.defaultDemoSettings) : Layer.empty
     )
     if (Option.isSome(config.amqp)) return runtime.pipe(Layer.provide(AmqpBroker.layerConfig(config.amqp.value)))
@@ -118,7 +133,10 @@ const services = Layer.unwrap(
 export const layer = services.pipe(
   Layer.provide(Engine.layer),
   Layer.provide(SagaRegistry.layer(definitions)),
+  Layer.provide(Metrics.layerMetricsText),
   Layer.provide(store),
+  // Outermost, after the configuration: everything inside logs as JSON and traces into one tracer.
+  Layer.provide(Observability.layer),
   Layer.provide(AppConfig.layer),
   Layer.provide(NodeServices.layer)
 )

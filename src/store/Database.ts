@@ -3,6 +3,7 @@
  * own that closes as soon as they are applied; the runtime pool uses the DML-only role and never runs DDL.
  */
 
+import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Effect, FileSystem, Option, type Redacted, Schema } from "effect"
@@ -14,6 +15,10 @@ import { InvalidConfig } from "../Config.ts"
 export const migrationsDirectory = fileURLToPath(new URL("../../migrations", import.meta.url))
 export const migrationsTable = "orchestrator.effect_sql_migrations"
 
+/**
+ * TLS as ORCH_DB_SSL asks: `require` encrypts without checking who answers; `verify-full` checks the server's
+ * certificate against the CA (ORCH_DB_SSL_ROOT_CERT, else the system's) and that it names the host connected to.
+ */
 const tls = (db: DatabaseConfig) => {
   switch (db.ssl) {
     case "disable":
@@ -21,7 +26,11 @@ const tls = (db: DatabaseConfig) => {
     case "require":
       return { rejectUnauthorized: false }
     case "verify-full":
-      return { rejectUnauthorized: true, servername: db.host }
+      return {
+        rejectUnauthorized: true,
+        servername: db.host,
+        ...(db.sslRootCert === undefined ? {} : { ca: readFileSync(db.sslRootCert, "utf8") })
+      }
   }
 }
 
@@ -82,3 +91,47 @@ export const checkSchemaCurrent = Effect.gen(function* () {
   if (applied < required) return yield* new SchemaNotCurrent({ applied, required })
   return applied
 })
+
+/** The runtime role holds more than DML on its tables: the service refuses to run with it (TR-DB-6). */
+export class RuntimeRoleTooPowerful extends Schema.TaggedError<RuntimeRoleTooPowerful>()("RuntimeRoleTooPowerful", {
+  role: Schema.String,
+  reasons: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return (
+      `the runtime database role ${this.role} ${this.reasons.join(", ")}: connect as a role with only USAGE on the ` +
+      "schema and SELECT/INSERT/UPDATE/DELETE on its tables (docker/postgres/bootstrap.sql creates orchestrator_app)"
+    )
+  }
+}
+
+/** What the runtime role can do beyond DML, as PostgreSQL sees it. Runs as the runtime role. */
+export const runtimeRolePrivileges = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<{ role: string; superuser: boolean; owns_schema: boolean; can_create: boolean }>`
+    SELECT current_user AS role,
+           r.rolsuper AS superuser,
+           pg_has_role(current_user, n.nspowner, 'USAGE') AS owns_schema,
+           has_schema_privilege(current_user, n.oid, 'CREATE') AS can_create
+    FROM pg_roles r, pg_namespace n
+    WHERE r.rolname = current_user AND n.nspname = 'orchestrator'`
+  const row = rows[0]
+  const reasons = [
+    ...(row?.superuser ? ["is a superuser"] : []),
+    ...(row?.owns_schema ? ["owns the orchestrator schema (or is a member of its owner)"] : []),
+    ...(row?.can_create ? ["can CREATE in the orchestrator schema"] : [])
+  ]
+  return { role: row?.role ?? "unknown", reasons }
+})
+
+/** Fails unless the runtime role is least-privileged, or logs loudly when an override allows it anyway. */
+export const checkLeastPrivilege = (allowPrivileged: boolean) =>
+  Effect.gen(function* () {
+    const { role, reasons } = yield* runtimeRolePrivileges
+    if (reasons.length === 0) return
+    const error = new RuntimeRoleTooPowerful({ role, reasons })
+    if (!allowPrivileged) return yield* error
+    yield* Effect.logWarning(
+      `DEVELOPMENT OVERRIDE (ORCH_DB_ALLOW_PRIVILEGED_ROLE=true): running although ${error.message}. Never in production.`
+    )
+  })
