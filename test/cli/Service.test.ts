@@ -1,10 +1,15 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import { freePort } from "../utils/PrivateCluster.ts"
 import { passwords } from "../utils/postgres.ts"
 import { secretsDirectory, start, startScoped } from "../utils/processes.ts"
 import { shippedMigrations, TestDatabase, layer as testDatabase } from "../utils/TestDatabase.ts"
 
-const secrets = secretsDirectory({ db_password: passwords.app, db_migration_password: passwords.owner })
+const secrets = secretsDirectory({
+  db_password: passwords.app,
+  db_migration_password: passwords.owner,
+  api_tokens: "service-test-token"
+})
 
 const envFor = (db: TestDatabase["Service"], extra: Record<string, string> = {}) => ({
   ORCH_DB_HOST: db.config.host,
@@ -34,8 +39,11 @@ describe("orchestrator service and CLI", () => {
       it.effect("applies the migrations exactly once when four instances start together", () =>
         Effect.gen(function* () {
           const db = yield* TestDatabase
+          // Each instance serves the HTTP API on a port of its own.
           const instances = yield* Effect.forEach(Array.from({ length: 4 }), () =>
-            startScoped(["src/main.ts"], envFor(db, asOwner))
+            Effect.flatMap(freePort, (port) =>
+              startScoped(["src/main.ts"], envFor(db, { ...asOwner, ORCH_HTTP_PORT: String(port) }))
+            )
           )
           const started = yield* Effect.forEach(
             instances,
@@ -129,7 +137,10 @@ describe("orchestrator service and CLI", () => {
     "runs sagas end to end in embedded mode with no database configured, says so, and stops cleanly on SIGTERM",
     () =>
       Effect.gen(function* () {
-        const service = yield* startScoped(["src/main.ts"], { ORCH_SECRETS_DIR: secrets })
+        const service = yield* startScoped(["src/main.ts"], {
+          ORCH_SECRETS_DIR: secrets,
+          ORCH_HTTP_PORT: String(yield* freePort)
+        })
         yield* service.waitFor(/EMBEDDED MODE/, 30_000)
         yield* service.waitFor(/applied migrations: 1_create_saga_tables/, 30_000)
         yield* service.waitFor(/started 3 BALANCE_CALCULATION sagas/, 30_000)

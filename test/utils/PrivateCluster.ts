@@ -114,7 +114,8 @@ const removeAbandoned = Effect.promise(async () => {
   }
 })
 
-const freePort = Effect.callback<number>((resume) => {
+/** A port nothing listens on at the moment, on 127.0.0.1. */
+export const freePort = Effect.callback<number>((resume) => {
   const probe = net.createServer()
   probe.once("error", (error) => resume(Effect.die(error)))
   probe.listen(0, "127.0.0.1", () => {

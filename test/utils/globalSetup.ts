@@ -3,13 +3,25 @@
  * is not), drops databases left by runs that are gone, and bootstraps the template every test database of this run
  * is copied from. Database names carry the runner's pid, so runs side by side keep out of each other's way.
  */
+import { readdirSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import type { TestProject } from "vitest/node"
 import { bootstrap, pg, psql } from "./postgres.ts"
-import { isAlive } from "./processes.ts"
+import { isAlive, secretsPrefix } from "./processes.ts"
 
 declare module "vitest" {
   export interface ProvidedContext {
     readonly templateDatabase: string
+  }
+}
+
+/** Secrets directories the tests wrote (see `secretsDirectory`), of the runners `which` selects. */
+const removeSecretsDirectories = (which: (runnerPid: number) => boolean) => {
+  for (const name of readdirSync(tmpdir())) {
+    if (!name.startsWith(secretsPrefix)) continue
+    const pid = Number(name.slice(secretsPrefix.length).split("-")[0])
+    if (Number.isInteger(pid) && which(pid)) rmSync(join(tmpdir(), name), { recursive: true, force: true })
   }
 }
 
@@ -32,6 +44,7 @@ export default async function setup(project: TestProject) {
     const pid = Number(name.split("_")[2])
     if (!isAlive(pid)) await psql("postgres", ["-c", `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`])
   }
+  removeSecretsDirectories((pid) => !isAlive(pid))
   const template = `orch_tpl_${process.pid}`
   await psql("postgres", ["-c", `DROP DATABASE IF EXISTS ${template} WITH (FORCE)`])
   await psql("postgres", ["-c", `CREATE DATABASE ${template}`])
@@ -39,5 +52,6 @@ export default async function setup(project: TestProject) {
   project.provide("templateDatabase", template)
   return async () => {
     await psql("postgres", ["-c", `DROP DATABASE IF EXISTS ${template} WITH (FORCE)`])
+    removeSecretsDirectories((pid) => pid === process.pid)
   }
 }

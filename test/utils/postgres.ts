@@ -36,5 +36,17 @@ export const psql = async (database: string, args: ReadonlyArray<string>, server
 
 const bootstrapVariables = ["-v", `owner_password=${passwords.owner}`, "-v", `app_password=${passwords.app}`]
 
-export const bootstrap = (database: string, server: PgServer = pg) =>
-  psql(database, [...bootstrapVariables, "-f", bootstrapSql], server)
+/**
+ * Runs bootstrap.sql on a database. Test files bootstrap their databases at the same time, and PostgreSQL refuses
+ * two concurrent ALTER ROLE of one role ("tuple concurrently updated"): that one is retried. A DBA runs the
+ * bootstrap once, so the script itself need not be concurrent.
+ */
+export const bootstrap = async (database: string, server: PgServer = pg): Promise<string> => {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await psql(database, [...bootstrapVariables, "-f", bootstrapSql], server)
+    } catch (error) {
+      if (attempt >= 10 || !String(error).includes("tuple concurrently updated")) throw error
+    }
+  }
+}

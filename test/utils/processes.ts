@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
+import { inject } from "vitest"
 
 export const projectRoot = new URL("../..", import.meta.url).pathname
 
@@ -41,15 +42,21 @@ export const start = (args: ReadonlyArray<string>, env: Record<string, string>):
   )
   const waitFor = (pattern: RegExp, timeoutMs = 30_000) =>
     Effect.callback<string, Error>((resume) => {
+      // Settling stops the timer too: a pending timer would keep the test process alive until it fires.
+      const settle = (effect: Effect.Effect<string, Error>) => {
+        clearTimeout(timer)
+        listeners.delete(check)
+        resume(effect)
+      }
       const check = () => {
         const match = pattern.exec(output)
-        if (match) resume(Effect.succeed(match[0]))
+        if (match) settle(Effect.succeed(match[0]))
         else if (child.exitCode !== null || child.signalCode !== null) {
-          resume(Effect.fail(new Error(`process exited before printing ${pattern}:\n${output}`)))
+          settle(Effect.fail(new Error(`process exited before printing ${pattern}:\n${output}`)))
         }
       }
       const timer = setTimeout(
-        () => resume(Effect.fail(new Error(`no ${pattern} within ${timeoutMs} ms:\n${output}`))),
+        () => settle(Effect.fail(new Error(`no ${pattern} within ${timeoutMs} ms:\n${output}`))),
         timeoutMs
       )
       listeners.add(check)
@@ -72,12 +79,26 @@ export const startScoped = (args: ReadonlyArray<string>, env: Record<string, str
       })
   )
 
+export const secretsPrefix = "orch-secrets-"
+
+/**
+ * The test runner's pid: secrets directories carry it, so the runner removes them when it ends (vitest workers
+ * may be stopped before their exit hooks run) and a later run removes those of runners that are gone.
+ */
+const runnerPid = (): string => {
+  try {
+    return inject("templateDatabase").split("_")[2] ?? String(process.pid)
+  } catch {
+    return String(process.pid)
+  }
+}
+
 /**
  * A secrets directory holding the given files, as the service expects them in ORCH_SECRETS_DIR (each with the
  * trailing newline an editor leaves). Removed when the test process exits.
  */
 export const secretsDirectory = (files: Record<string, string>): string => {
-  const dir = mkdtempSync(join(tmpdir(), "orch-secrets-"))
+  const dir = mkdtempSync(join(tmpdir(), `${secretsPrefix}${runnerPid()}-`))
   process.once("exit", () => rmSync(dir, { recursive: true, force: true }))
   for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), `${content}\n`, { mode: 0o600 })
   return dir
