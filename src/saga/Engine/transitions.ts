@@ -15,7 +15,7 @@ import type { SecureRandom } from "effect/crypto"
 import type { ReplyMessage } from "../../domain/Messages.ts"
 import { type DueTimer, isActive, type SagaInstance } from "../../domain/Saga.ts"
 import { StepOutcome } from "../../store/SagaStore.ts"
-import { type AnySagaDefinition, type Context, lift } from "../Definition.ts"
+import { type AnySagaDefinition, type Context, lift, type StepFailed } from "../Definition.ts"
 import { InvalidSignalData, NothingToRetry, SagaFinished, SignalNotExpected } from "../errors.ts"
 import { type Progress, read } from "../Progress.ts"
 import {
@@ -23,6 +23,7 @@ import {
   enterCompensation,
   enterStep,
   ignore,
+  type Position,
   startCompensation,
   stepFailed,
   stepSucceeded,
@@ -41,6 +42,17 @@ export interface Loaded {
 export type Decide<E> = (loaded: Loaded) => Effect.Effect<StepOutcome, E, SecureRandom.SecureRandom>
 
 export const load = read
+
+/** A step that cannot even be taken (its task cannot be built) fails the saga: compensate what was done. */
+const compensateFor = (at: Position, context: Context, progress: Progress, stepName: string) => (error: StepFailed) =>
+  startCompensation(
+    at,
+    context,
+    progress,
+    "FAILED",
+    { step: stepName, code: error.code, message: error.message },
+    "StepFailed"
+  )
 
 export const onReply =
   (reply: ReplyMessage): Decide<never> =>
@@ -116,18 +128,7 @@ export const onSignal =
       const at = { saga, definition }
       return yield* stepSucceeded(at, progress, step.name, lift(step.onSignal(context, decoded)), "SignalReceived", {
         signal: name
-      }).pipe(
-        Effect.catchTag("StepFailed", (e) =>
-          startCompensation(
-            at,
-            context,
-            progress,
-            "FAILED",
-            { step: step.name, code: e.code, message: e.message },
-            "StepFailed"
-          )
-        )
-      )
+      }).pipe(Effect.catchTag("StepFailed", compensateFor(at, context, progress, step.name)))
     })
 
 export const onTimer =
@@ -150,16 +151,7 @@ export const onTimer =
             return yield* enterCompensation(at, context, progress, progress.attempt + 1, "CompensationRetried", {})
           }
           return yield* enterStep(at, context, progress, progress.step, progress.attempt + 1, "StepRetried", {}).pipe(
-            Effect.catchTag("StepFailed", (e) =>
-              startCompensation(
-                at,
-                context,
-                progress,
-                "FAILED",
-                { step: step?.name ?? "", code: e.code, message: e.message },
-                "StepFailed"
-              )
-            )
+            Effect.catchTag("StepFailed", compensateFor(at, context, progress, step?.name ?? ""))
           )
         }
         case "Signal": {
@@ -184,18 +176,7 @@ export const onRetry: Decide<SagaFinished | NothingToRetry> = ({ saga, definitio
     if (step?._tag !== "Task") return yield* new NothingToRetry({ sagaId: saga.id, state: saga.currentState })
     return yield* enterStep(at, context, progress, progress.step, progress.attempt + 1, "StepRetried", {
       by: "operator"
-    }).pipe(
-      Effect.catchTag("StepFailed", (e) =>
-        startCompensation(
-          at,
-          context,
-          progress,
-          "FAILED",
-          { step: step.name, code: e.code, message: e.message },
-          "StepFailed"
-        )
-      )
-    )
+    }).pipe(Effect.catchTag("StepFailed", compensateFor(at, context, progress, step.name)))
   })
 
 export const onCancel: Decide<SagaFinished> = ({ saga, definition, context, progress }) =>
