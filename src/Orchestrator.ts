@@ -21,7 +21,13 @@ import * as TimerScanner from "./saga/TimerScanner.ts"
 import { definitions } from "./sagas/index.ts"
 import * as Demo from "./simulation/Demo.ts"
 import * as Workers from "./simulation/Workers.ts"
-import { checkLeastPrivilege, checkSchemaCurrent, migrate, runtimeClient } from "./store/Database.ts"
+import {
+  checkLeastPrivilege,
+  checkSchemaCurrent,
+  migrate,
+  nameSecretFileOnAuthFailure,
+  runtimeClient
+} from "./store/Database.ts"
 import * as Embedded from "./store/Embedded.ts"
 import * as OutboxNotifications from "./store/OutboxNotifications.ts"
 import * as PgSagaStore from "./store/PgSagaStore.ts"
@@ -66,7 +72,11 @@ const database = Layer.unwrap(
  */
 const startupChecks = Effect.gen(function* () {
   const config = yield* AppConfig
-  yield* checkSchemaCurrent
+  // The first queries as the runtime role: a refused login names the secret file of its password.
+  yield* Option.match(config.database, {
+    onNone: () => checkSchemaCurrent,
+    onSome: (db) => checkSchemaCurrent.pipe(nameSecretFileOnAuthFailure(db.user, "db_password"))
+  })
   if (Option.isSome(config.database)) yield* checkLeastPrivilege(config.allowPrivilegedDbRole)
 })
 

@@ -9,6 +9,7 @@ import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Effect, FileSystem, Option, type Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import * as MigratorFileSystem from "effect/sql/MigratorFileSystem"
+import { isSqlError } from "effect/sql/SqlError"
 import type { DatabaseConfig } from "../Config.ts"
 import { InvalidConfig } from "../Config.ts"
 
@@ -51,6 +52,22 @@ const connection = (db: DatabaseConfig, user: string, password: Redacted.Redacte
 export const runtimeClient = (db: DatabaseConfig, maxConnections = 10) =>
   connection(db, db.user, db.password, maxConnections)
 
+/**
+ * A login the server refused (wrong password, no such role, pg_hba) as a configuration error naming the secret
+ * file that holds the role's password. The message is the server's, which never contains the password.
+ */
+export const nameSecretFileOnAuthFailure =
+  (user: string, file: string) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | InvalidConfig, R> =>
+    Effect.mapError(effect, (error): E | InvalidConfig => {
+      if (!isSqlError(error) || error.reason._tag !== "AuthenticationError") return error
+      const cause = error.reason.cause
+      const detail = cause instanceof Error && cause.message !== "" ? cause.message : error.message
+      return new InvalidConfig({
+        reason: `the database refused the login of role ${user} (${detail}): check its password in the secret file ${file}`
+      })
+    })
+
 /** Applies pending migrations with the owner's credentials; returns what it applied. Safe to run concurrently. */
 export const migrate = Effect.fnUntraced(function* (db: DatabaseConfig) {
   if (Option.isNone(db.migration)) {
@@ -60,7 +77,10 @@ export const migrate = Effect.fnUntraced(function* (db: DatabaseConfig) {
   return yield* PgMigrator.run({
     loader: MigratorFileSystem.fromFileSystem(migrationsDirectory),
     table: migrationsTable
-  }).pipe(Effect.provide(connection(db, owner.user, owner.password, 1)))
+  }).pipe(
+    Effect.provide(connection(db, owner.user, owner.password, 1)),
+    nameSecretFileOnAuthFailure(owner.user, "db_migration_password")
+  )
 })
 
 export class SchemaNotCurrent extends Schema.TaggedError<SchemaNotCurrent>()("SchemaNotCurrent", {

@@ -122,7 +122,14 @@ export const supervise = Effect.fnUntraced(function* (
           return { connection, lost, lostReason: () => lostReason }
         })
       },
-      catch: (error) => new BrokerUnavailable({ reason: `cannot connect to ${endpoint}: ${describe(error, redact)}` })
+      catch: (error) => {
+        const described = describe(error, redact)
+        // A refused login names the secret file to check; the password itself is never part of the message.
+        const hint = /ACCESS.REFUSED/.test(described)
+          ? ": check the user in ORCH_AMQP_URL and its password in the secret file amqp_password"
+          : ""
+        return new BrokerUnavailable({ reason: `cannot connect to ${endpoint}: ${described}${hint}` })
+      }
     }).pipe(
       Effect.timeoutOrElse({
         duration: Duration.sum(settings.connectTimeout, Duration.seconds(1)),
