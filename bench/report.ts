@@ -1,0 +1,101 @@
+/** The bench's results as a plain-text table, with each figure's target and where it stands. */
+import type { ScaleResult } from "./scale.ts"
+import type { ServiceResult } from "./service.ts"
+import type { TransitionsResult } from "./transitions.ts"
+
+export interface Results {
+  readonly quick: boolean
+  readonly transitions: ReadonlyArray<TransitionsResult> | undefined
+  readonly allocations: { readonly steps: number; readonly bytesPerStep: number; readonly gcs: number } | undefined
+  readonly scale: ScaleResult | undefined
+  readonly service: ServiceResult | undefined
+}
+
+const n = (value: number, digits = 0) =>
+  Number.isFinite(value) ? value.toLocaleString("en-US", { maximumFractionDigits: digits }) : "n/a"
+const pct = (value: number) => `${n(value * 100)}%`
+const verdict = (ok: boolean) => (ok ? "MET" : "MISSED")
+const pad = (cells: ReadonlyArray<string>, widths: ReadonlyArray<number>) =>
+  cells.map((cell, i) => cell.padEnd(widths[i] ?? 10)).join("  ")
+
+export const table = (results: Results): string => {
+  const lines: Array<string> = []
+  lines.push("(1)+(2) saga step transactions/s (locked read, versioned update, history + outbox insert, commit)")
+  if (results.transitions === undefined) lines.push("  not run")
+  else {
+    const widths = [4, 16, 14, 12, 10, 14, 14]
+    lines.push(
+      `  ${pad(["c", "pgbench -M prep", "pgbench simple", "node client", "store", "store/prepared", "target ≥60%"], widths)}`
+    )
+    for (const r of results.transitions) {
+      const ratio = r.store / r.pgbenchPrepared
+      lines.push(
+        `  ${pad(
+          [
+            String(r.concurrency),
+            n(r.pgbenchPrepared),
+            n(r.pgbenchSimple),
+            n(r.nodeClient),
+            n(r.store),
+            pct(ratio),
+            r.concurrency === 1 ? "-" : verdict(ratio >= 0.6)
+          ],
+          widths
+        )}`
+      )
+    }
+  }
+  lines.push("")
+  lines.push("(4) queries at scale (ms through the store; plan's index use from EXPLAIN ANALYZE)")
+  if (results.scale === undefined) lines.push("  not run")
+  else {
+    lines.push(
+      `  ${n(results.scale.rows)} rows, ${n(results.scale.active)} active (populated in ${n(results.scale.populateSeconds, 1)} s)`
+    )
+    const widths = [20, 8, 8, 8, 9, 48, 10]
+    lines.push(`  ${pad(["query", "p50", "p95", "max", "exec", "indexes (seq scans)", "≤20 ms p95"], widths)}`)
+    for (const q of results.scale.queries) {
+      const scans = q.seqScans.length === 0 ? "" : ` (seq: ${q.seqScans.join(", ")})`
+      lines.push(
+        `  ${pad([q.query, n(q.p50Ms, 2), n(q.p95Ms, 2), n(q.maxMs, 2), n(q.planMs, 2), `${q.indexes.join(", ")}${scans}`, verdict(q.p95Ms <= 20)], widths)}`
+      )
+    }
+  }
+  lines.push("")
+  lines.push("(5) footprint")
+  if (results.service === undefined) lines.push("  RSS: not run")
+  else {
+    const s = results.service
+    lines.push(
+      `  service RSS idle ${n(s.rssIdleMb, 1)} MB; with ${n(s.activeSagas)} active sagas ${n(s.rssActiveMb, 1)} MB (target ≤200 MB with 10,000: ${s.activeSagas >= 10_000 ? verdict(s.rssActiveMb <= 200) : "not at 10,000"})`
+    )
+  }
+  if (results.allocations === undefined) lines.push("  allocations: not run")
+  else
+    lines.push(
+      `  allocations per store step: ${n(results.allocations.bytesPerStep / 1024, 1)} KiB (${n(results.allocations.steps)} steps, ${results.allocations.gcs} GCs)`
+    )
+  lines.push("")
+  lines.push("(3) end to end through RabbitMQ (one orchestrator process, worker replying at once)")
+  if (results.service === undefined) lines.push("  not run")
+  else {
+    const { peak, halfRate } = results.service
+    lines.push(
+      `  peak: ${n(peak.stepsPerSecond)} reply steps/s, ${n(peak.sagasPerSecond, 1)} sagas/s (${n(peak.steps)} steps in ${n(peak.seconds, 1)} s) — target ≥1,500 steps/s: ${verdict(peak.stepsPerSecond >= 1500)}`
+    )
+    if (halfRate === undefined) lines.push("  half-rate latency: not run")
+    else {
+      const r = halfRate.replyToCommitMs
+      const g = halfRate.commitToNextCommitMs
+      lines.push(`  at ~half of peak (${n(halfRate.stepsPerSecond)} steps/s):`)
+      lines.push(
+        `    reply received → transition committed (histogram bucket ≤): p50 ${n(r.p50)} ms, p95 ${n(r.p95)} ms, p99 ${n(r.p99)} ms — target p99 ≤25 ms: ${verdict(r.p99 <= 25)}`
+      )
+      lines.push(
+        `    commit → task confirmed → worker → reply → next commit: p50 ${n(g.p50, 1)} ms, p95 ${n(g.p95, 1)} ms, p99 ${n(g.p99, 1)} ms`
+      )
+    }
+    lines.push("  two orchestrator processes: not run")
+  }
+  return lines.join("\n")
+}
