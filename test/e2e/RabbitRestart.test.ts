@@ -29,22 +29,7 @@ layer(environment, { excludeTestServices: true, timeout: "90 seconds" })("Rabbit
         const node = yield* PrivateRabbit.PrivateRabbit
         const store = yield* SagaStore
         const engineer = yield* Harness.engineer
-        const early = yield* Harness.startSagas("early-", [
-          ["ok", 5],
-          ["retry-mesh", 1],
-          ["fatal-solver", 2]
-        ])
-        const late = yield* Harness.startSagas("late-", [
-          ["ok", 6],
-          ["fatal-solver", 1]
-        ])
-        const all = [...early, ...late]
-        yield* Harness.eventually(
-          "every saga waits for condenser data",
-          Harness.allIn(all, "AWAITING_CONDENSER_INPUT"),
-          20_000,
-          all
-        )
+        const { early, late, all } = yield* Harness.startParkedBatches
 
         // Mid-run: the early sagas get their data and move on, the late ones keep waiting; then RabbitMQ goes down.
         yield* engineer.release(early)

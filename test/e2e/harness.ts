@@ -139,6 +139,25 @@ export const sagasAre = (started: ReadonlyArray<Started>, predicate: (sagas: Rea
 export const allIn = (started: ReadonlyArray<Started>, state: string) =>
   sagasAre(started, (sagas) => sagas.every((saga) => saga.currentState === state))
 
+/**
+ * Two batches of sagas parked at AWAITING_CONDENSER_INPUT — an early one (ok, retry-mesh, fatal-solver) and a late
+ * one — so a restart test can release the early batch and disrupt a server while the late one still waits.
+ */
+export const startParkedBatches = Effect.gen(function* () {
+  const early = yield* startSagas("early-", [
+    ["ok", 5],
+    ["retry-mesh", 1],
+    ["fatal-solver", 2]
+  ])
+  const late = yield* startSagas("late-", [
+    ["ok", 6],
+    ["fatal-solver", 1]
+  ])
+  const all = [...early, ...late]
+  yield* eventually("every saga waits for condenser data", allIn(all, "AWAITING_CONDENSER_INPUT"), 20_000, all)
+  return { early, late, all }
+})
+
 /** Every saga ended, its duplicate and late replies arrived, and nothing waits in the outbox. */
 export const settled = (started: ReadonlyArray<Started>) =>
   Effect.gen(function* () {
