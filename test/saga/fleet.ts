@@ -52,6 +52,18 @@ const is = (task: TaskMessage, taskType: string, attempt?: number) =>
 
 const fatal = (code: string) => Workers.Plan.fail({ retryable: false, code, message: `${code} (scripted)` })
 
+/** A saga whose first prepare attempt came to nothing and whose second succeeded. */
+const prepareRetried = {
+  status: "COMPLETED",
+  history: [
+    forward[0]!,
+    ["PREPARING_BRANCH", "StepRetryScheduled"],
+    ["PREPARING_BRANCH", "StepRetried"],
+    ...forward.slice(1)
+  ],
+  tasks: ["gitlab.prepare_branch#1", "gitlab.prepare_branch#2", ...forwardTasks.slice(1)]
+} as const
+
 export const scenarios = {
   happy: {
     name: "happy",
@@ -86,14 +98,7 @@ export const scenarios = {
   prepareRetried: {
     name: "prepare-retried",
     plan: (task) => (is(task, "gitlab.prepare_branch", 1) ? Workers.Plan.fail({ retryable: true }) : undefined),
-    status: "COMPLETED",
-    history: [
-      forward[0]!,
-      ["PREPARING_BRANCH", "StepRetryScheduled"],
-      ["PREPARING_BRANCH", "StepRetried"],
-      ...forward.slice(1)
-    ],
-    tasks: ["gitlab.prepare_branch#1", "gitlab.prepare_branch#2", ...forwardTasks.slice(1)],
+    ...prepareRetried,
     failureCode: "SIMULATED_TRANSIENT_FAILURE",
     ignored: 0
   },
@@ -101,14 +106,7 @@ export const scenarios = {
   silent: {
     name: "silent",
     plan: (task) => (is(task, "gitlab.prepare_branch", 1) ? Workers.Plan.silent() : undefined),
-    status: "COMPLETED",
-    history: [
-      forward[0]!,
-      ["PREPARING_BRANCH", "StepRetryScheduled"],
-      ["PREPARING_BRANCH", "StepRetried"],
-      ...forward.slice(1)
-    ],
-    tasks: ["gitlab.prepare_branch#1", "gitlab.prepare_branch#2", ...forwardTasks.slice(1)],
+    ...prepareRetried,
     failureCode: "timeout",
     ignored: 0
   },
