@@ -107,10 +107,14 @@ export interface Child {
 }
 
 /** A node process (this node, so .ts runs) for the scope's lifetime, killed by its pid when the scope closes. */
-export const nodeProcess = (args: ReadonlyArray<string>, env: Record<string, string>) =>
+export const nodeProcess = (
+  args: ReadonlyArray<string>,
+  env: Record<string, string>,
+  nodeOptions: ReadonlyArray<string> = []
+) =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const child = spawn(process.execPath, args, {
+      const child = spawn(process.execPath, [...nodeOptions, ...args], {
         cwd: projectRoot,
         env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
         stdio: ["ignore", "pipe", "pipe"]
@@ -161,3 +165,45 @@ export const rssMb = (pid: number) =>
 
 export const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0)
+
+/** Processes whose CPU time is summed: given by pid, or all those of a system user (PostgreSQL, RabbitMQ). */
+export type CpuGroup = { readonly pids: ReadonlyArray<number> } | { readonly user: string }
+
+const ticksPerSecond = 100
+
+const processCpuSeconds = (pid: number) =>
+  Effect.promise(() =>
+    run("cat", [`/proc/${pid}/stat`])
+      .then((r) => r.stdout)
+      .catch(() => "")
+  ).pipe(
+    Effect.map((stat) => {
+      // Fields after the command name (which may hold spaces), from field 3 on: utime and stime are 14 and 15.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / ticksPerSecond
+    })
+  )
+
+const pidsOf = (group: CpuGroup) =>
+  "pids" in group
+    ? Effect.succeed(group.pids)
+    : Effect.promise(() =>
+        run("pgrep", ["-u", group.user])
+          .then((r) => r.stdout.split("\n").filter(Boolean).map(Number))
+          .catch((): Array<number> => [])
+      )
+
+/** CPU seconds (user + system) used so far by each group; processes that ended in between are not counted. */
+export const cpuSnapshot = (groups: Readonly<Record<string, CpuGroup>>) =>
+  Effect.forEach(Object.entries(groups), ([name, group]) =>
+    pidsOf(group).pipe(
+      Effect.flatMap((pids) => Effect.forEach(pids, processCpuSeconds)),
+      Effect.map((seconds) => [name, seconds.reduce((a, b) => a + b, 0)] as const)
+    )
+  ).pipe(Effect.map((entries) => Object.fromEntries(entries) as Record<string, number>))
+
+/** Milliseconds of CPU per unit of work in each group between two snapshots. */
+export const cpuPer = (before: Record<string, number>, after: Record<string, number>, units: number) =>
+  Object.fromEntries(
+    Object.keys(after).map((name) => [name, ((after[name] ?? 0) - (before[name] ?? 0)) * (1000 / units)])
+  )

@@ -5,6 +5,7 @@ import type { TransitionsResult } from "./transitions.ts"
 
 export interface Results {
   readonly quick: boolean
+  readonly machine: { readonly cpus: number }
   readonly transitions: ReadonlyArray<TransitionsResult> | undefined
   readonly allocations: { readonly steps: number; readonly bytesPerStep: number; readonly gcs: number } | undefined
   readonly scale: ScaleResult | undefined
@@ -23,9 +24,9 @@ export const table = (results: Results): string => {
   lines.push("(1)+(2) saga step transactions/s (locked read, versioned update, history + outbox insert, commit)")
   if (results.transitions === undefined) lines.push("  not run")
   else {
-    const widths = [4, 16, 14, 12, 10, 14, 14]
+    const widths = [4, 16, 14, 12, 10, 14, 12, 18]
     lines.push(
-      `  ${pad(["c", "pgbench -M prep", "pgbench simple", "node client", "store", "store/prepared", "target ≥60%"], widths)}`
+      `  ${pad(["c", "pgbench -M prep", "pgbench simple", "node client", "store", "store/prepared", "target ≥60%", "Node CPU µs/step (client, store)"], widths)}`
     )
     for (const r of results.transitions) {
       const ratio = r.store / r.pgbenchPrepared
@@ -38,7 +39,8 @@ export const table = (results: Results): string => {
             n(r.nodeClient),
             n(r.store),
             pct(ratio),
-            r.concurrency === 1 ? "-" : verdict(ratio >= 0.6)
+            r.concurrency === 1 ? "-" : verdict(ratio >= 0.6),
+            `${n(r.nodeClientCpuMicros)}, ${n(r.storeCpuMicros)}`
           ],
           widths
         )}`
@@ -83,6 +85,12 @@ export const table = (results: Results): string => {
     lines.push(
       `  peak: ${n(peak.stepsPerSecond)} reply steps/s, ${n(peak.sagasPerSecond, 1)} sagas/s (${n(peak.steps)} steps in ${n(peak.seconds, 1)} s) — target ≥1,500 steps/s: ${verdict(peak.stepsPerSecond >= 1500)}`
     )
+    const cpu = Object.entries(peak.cpuMsPerStep)
+    const machine = cpu.reduce((sum, [, ms]) => sum + ms, 0)
+    lines.push(
+      `  CPU per reply step: ${cpu.map(([name, ms]) => `${name} ${n(ms, 2)} ms`).join(", ")}; ${n(machine, 2)} ms in all (${results.machine.cpus} cores: at most ${n((results.machine.cpus * 1000) / machine)} steps/s at this cost)`
+    )
+    lines.push(`  PostgreSQL commits per reply step: ${n(peak.commitsPerStep, 2)}`)
     if (halfRate === undefined) lines.push("  half-rate latency: not run")
     else {
       const r = halfRate.replyToCommitMs

@@ -52,7 +52,11 @@ const program = Effect.gen(function* () {
     : yield* Scale.run(env, { rows: settings.rows, iterations: settings.iterations })
   const service = skip("service")
     ? undefined
-    : yield* Service.run(env, { sagas: settings.e2eSagas, halfRateSeconds: settings.halfRateSeconds })
+    : yield* Service.run(env, {
+        sagas: settings.e2eSagas,
+        halfRateSeconds: settings.halfRateSeconds,
+        cpuProfileDir: process.argv.includes("--cpu-prof") ? join(projectRoot, "bench-results", "profiles") : undefined
+      })
   const results = {
     startedAt: startedAt.toISOString(),
     quick,

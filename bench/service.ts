@@ -6,14 +6,14 @@
  * reply → next commit, an upper bound). The service's RSS is read from /proc with the sagas active.
  */
 import { join } from "node:path"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, References } from "effect"
 import * as Engine from "../src/saga/Engine.ts"
 import { SagaRegistry } from "../src/saga/Registry.ts"
 import { definitions } from "../src/sagas/index.ts"
 import { runtimeClient } from "../src/store/Database.ts"
 import * as PgSagaStore from "../src/store/PgSagaStore.ts"
 import { SagaStore } from "../src/store/SagaStore.ts"
-import { type BenchEnv, nodeProcess, percentile, rssMb, serviceEnvironment } from "./env.ts"
+import { type BenchEnv, cpuPer, cpuSnapshot, nodeProcess, percentile, rssMb, serviceEnvironment } from "./env.ts"
 
 export interface ServiceResult {
   readonly sagas: number
@@ -25,6 +25,10 @@ export interface ServiceResult {
     readonly seconds: number
     readonly stepsPerSecond: number
     readonly sagasPerSecond: number
+    /** Milliseconds of CPU per reply step, by process (starting and signalling the sagas included). */
+    readonly cpuMsPerStep: Readonly<Record<string, number>>
+    /** PostgreSQL transactions committed in the bench database per reply step (all processes). */
+    readonly commitsPerStep: number
   }
   readonly halfRate?: {
     readonly targetSagasPerSecond: number
@@ -77,7 +81,14 @@ const waitUntil = (check: Effect.Effect<boolean>, timeoutMs: number) =>
     while (!(yield* check) && Date.now() < deadline) yield* Effect.sleep("200 millis")
   })
 
-export const run = (env: BenchEnv, options: { readonly sagas: number; readonly halfRateSeconds: number }) =>
+export interface ServiceOptions {
+  readonly sagas: number
+  readonly halfRateSeconds: number
+  /** A directory for the service's V8 CPU profile (`--cpu-prof`), written when it stops. */
+  readonly cpuProfileDir?: string | undefined
+}
+
+export const run = (env: BenchEnv, options: ServiceOptions) =>
   Effect.gen(function* () {
     const engine = yield* Engine.Engine
     const store = yield* SagaStore
@@ -87,10 +98,16 @@ export const run = (env: BenchEnv, options: { readonly sagas: number; readonly h
           `SELECT count(*) FROM orchestrator.saga_instances WHERE saga_type = 'BALANCE_CALCULATION' AND context->>'requestedBy' = 'bench' AND ${where}`
         )
         .pipe(Effect.map(Number))
-    const service = yield* nodeProcess(["src/main.ts"], {
-      ...serviceEnvironment(env, httpPort),
-      ORCH_LOG_LEVEL: "Warning"
-    })
+    // Committed transactions in the bench database so far, all processes (the statistics lag by up to a second).
+    const commits = Effect.sleep("1 second").pipe(
+      Effect.andThen(env.superuser(`SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`)),
+      Effect.map(Number)
+    )
+    const service = yield* nodeProcess(
+      ["src/main.ts"],
+      { ...serviceEnvironment(env, httpPort), ORCH_LOG_LEVEL: "Warning" },
+      options.cpuProfileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`]
+    )
     yield* service.waitFor(/consuming queue 'orchestrator.replies'/, 60_000)
     const worker = yield* nodeProcess(
       [
@@ -105,6 +122,16 @@ export const run = (env: BenchEnv, options: { readonly sagas: number; readonly h
     yield* worker.waitFor(/consuming queue 'test.worker.tasks'/, 60_000)
     yield* Effect.sleep("1 second")
     const rssIdleMb = yield* rssMb(service.pid)
+
+    const cpuGroups = {
+      service: { pids: [service.pid] },
+      worker: { pids: [worker.pid] },
+      bench: { pids: [process.pid] },
+      postgresql: { user: "postgres" },
+      rabbitmq: { user: "rabbitmq" }
+    }
+    const cpuBefore = yield* cpuSnapshot(cpuGroups)
+    const commitsBefore = yield* commits
 
     // Peak: all sagas at once; each runs start → prepare → mesh, and waits (active) for condenser input.
     const begin = new Date()
@@ -144,8 +171,17 @@ export const run = (env: BenchEnv, options: { readonly sagas: number; readonly h
     const steps = Number(stats[0])
     const seconds = Number(stats[1])
     const completed = yield* count(`status = 'COMPLETED'`)
-    const peak = { steps, seconds, stepsPerSecond: steps / seconds, sagasPerSecond: completed / seconds }
-    yield* Effect.logInfo("end-to-end peak", peak, { rssIdleMb, rssActiveMb, activeSagas })
+    const cpuMsPerStep = cpuPer(cpuBefore, yield* cpuSnapshot(cpuGroups), steps)
+    const commitsPerStep = ((yield* commits) - commitsBefore) / steps
+    const peak = {
+      steps,
+      seconds,
+      stepsPerSecond: steps / seconds,
+      sagasPerSecond: completed / seconds,
+      cpuMsPerStep,
+      commitsPerStep
+    }
+    yield* Effect.logWarning("end-to-end peak", peak, { rssIdleMb, rssActiveMb, activeSagas })
 
     if (options.halfRateSeconds <= 0) return { sagas: options.sagas, rssIdleMb, rssActiveMb, activeSagas, peak }
 
@@ -201,10 +237,13 @@ export const run = (env: BenchEnv, options: { readonly sagas: number; readonly h
       },
       commitToNextCommitMs: { p50: percentile(gaps, 50), p95: percentile(gaps, 95), p99: percentile(gaps, 99) }
     }
-    yield* Effect.logInfo("end-to-end half rate", halfRate)
+    yield* Effect.logWarning("end-to-end half rate", halfRate)
     return { sagas: options.sagas, rssIdleMb, rssActiveMb, activeSagas, peak, halfRate } satisfies ServiceResult
   }).pipe(
     Effect.scoped,
+    // The engine here only starts and signals sagas: its per-saga info logs would cost this process CPU the
+    // service needs (the machine's cores are shared); the bench's own results are logged at warning.
+    Effect.provideService(References.MinimumLogLevel, "Warn"),
     Effect.provide(
       Engine.layer.pipe(
         Layer.provideMerge(SagaRegistry.layer(definitions)),

@@ -20,6 +20,9 @@ export interface TransitionsResult {
   readonly pgbenchSimple: number
   readonly nodeClient: number
   readonly store: number
+  /** This process's CPU (user + system) per step, in microseconds: what the client and the store cost in Node. */
+  readonly nodeClientCpuMicros: number
+  readonly storeCpuMicros: number
 }
 
 const context = { repo: "bench/ok/1", baseBranch: "main", inputRef: "inputs/bench.yaml", requestedBy: "bench-seed" }
@@ -43,7 +46,7 @@ const reset = (env: BenchEnv) =>
 
 const columns = "id, saga_type, current_state, status, context, correlation_id, lock_version, created_at, updated_at"
 
-const pgbenchScript = (sagas: number) => `\\set n random(1, ${sagas})
+export const pgbenchScript = (sagas: number) => `\\set n random(1, ${sagas})
 BEGIN;
 SELECT ${columns} FROM orchestrator.saga_instances WHERE id = ${sagaIdOf(":n")} FOR UPDATE \\gset
 UPDATE orchestrator.saga_instances
@@ -76,10 +79,11 @@ const runPgbench = (env: BenchEnv, scriptFile: string, mode: "prepared" | "simpl
     scriptFile
   ]).pipe(Effect.map((out) => Number(/tps = ([\d.]+)/.exec(out)?.[1] ?? 0)))
 
-/** Runs `body` in `concurrency` fibers until `seconds` pass; returns completions per second. */
-const drive = <E, R>(concurrency: number, seconds: number, body: (i: number) => Effect.Effect<unknown, E, R>) =>
+/** Runs `body` in `concurrency` fibers until `seconds` pass; returns completions per second and CPU per completion. */
+export const drive = <E, R>(concurrency: number, seconds: number, body: (i: number) => Effect.Effect<unknown, E, R>) =>
   Effect.gen(function* () {
     let done = 0
+    const cpuBefore = process.cpuUsage()
     const begin = performance.now()
     const end = begin + seconds * 1000
     yield* Effect.forEach(
@@ -95,13 +99,15 @@ const drive = <E, R>(concurrency: number, seconds: number, body: (i: number) => 
         }),
       { concurrency: "unbounded", discard: true }
     )
-    return done / ((performance.now() - begin) / 1000)
+    const perSecond = done / ((performance.now() - begin) / 1000)
+    const cpu = process.cpuUsage(cpuBefore)
+    return { perSecond, cpuMicros: (cpu.user + cpu.system) / done }
   })
 
 const pick = (ids: ReadonlyArray<string>) => ids[Math.floor(Math.random() * ids.length)] as SagaId
 
 /** The step's SQL through @effect/sql-pg, no store or engine around it. */
-const nodeClientStep = (ids: ReadonlyArray<string>) =>
+export const nodeClientStep = (ids: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const json = JSON.stringify(context)
@@ -136,7 +142,7 @@ const nodeClientStep = (ids: ReadonlyArray<string>) =>
   })
 
 /** The same step as the engine takes it: `SagaStore.transact` with an Advance that sends the next task. */
-const storeStep = (ids: ReadonlyArray<string>) =>
+export const storeStep = (ids: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const store = yield* SagaStore
     return () =>
@@ -178,7 +184,15 @@ export const run = (env: BenchEnv, options: { readonly seconds: number; readonly
         Effect.provide(PgSagaStore.layerNoDeps().pipe(Layer.provide(client))),
         Effect.orDie
       )
-      const result = { concurrency, pgbenchPrepared, pgbenchSimple, nodeClient, store }
+      const result = {
+        concurrency,
+        pgbenchPrepared,
+        pgbenchSimple,
+        nodeClient: nodeClient.perSecond,
+        store: store.perSecond,
+        nodeClientCpuMicros: nodeClient.cpuMicros,
+        storeCpuMicros: store.cpuMicros
+      }
       yield* Effect.logInfo("transitions", result)
       results.push(result)
     }

@@ -81,7 +81,12 @@ const startupChecks = Effect.gen(function* () {
 })
 
 const store = Layer.unwrap(
-  Effect.map(AppConfig, (config) => PgSagaStore.layerNoDeps({ maxContextBytes: config.maxContextBytes }))
+  Effect.map(AppConfig, (config) =>
+    PgSagaStore.layerNoDeps({ maxContextBytes: config.maxContextBytes }).pipe(
+      // The embedded database has a single connection, which a listener would hold; nothing else writes to it.
+      Layer.provideMerge(Option.isSome(config.database) ? OutboxNotifications.layerPg : OutboxNotifications.layerLocal)
+    )
+  )
 ).pipe(
   Layer.provideMerge(database),
   Layer.tap((context) => Effect.provideContext(startupChecks, context))
@@ -115,13 +120,9 @@ const services = Layer.unwrap(
     const config = yield* AppConfig
     const embedded = Option.isNone(config.database)
     const simulated = Option.isNone(config.amqp)
-    // On PostgreSQL the relay wakes on commit notifications and polls once a second as a fallback; the embedded
-    // database has a single connection, which a listener would hold, so there the relay polls often instead.
-    const relay = embedded
-      ? OutboxRelay.layer({ ...OutboxRelay.defaultRelaySettings, idleDelay: "100 millis" })
-      : OutboxRelay.layer({ ...OutboxRelay.defaultRelaySettings, idleDelay: "1 second" }).pipe(
-          Layer.provide(OutboxNotifications.layerPg)
-        )
+    // The relay wakes when a step of this process commits messages (and, on PostgreSQL, when another process
+    // announces some); it looks once a second anyway.
+    const relay = OutboxRelay.layer({ ...OutboxRelay.defaultRelaySettings, idleDelay: "1 second" })
     const runtime = Layer.mergeAll(
       reportHealth,
       relay,

@@ -67,7 +67,8 @@ export const make = Effect.gen(function* () {
   const registry = yield* SagaRegistry
   yield* Observed.registerSagaTypes(registry.definitions.map((definition) => definition.type))
   const random = yield* SecureRandom.SecureRandom
-  const services = Layer.succeedContext(Context.make(SecureRandom.SecureRandom, random))
+  // The decisions draw task ids from the engine's SecureRandom.
+  const withRandom = Effect.provideService(SecureRandom.SecureRandom, random)
 
   /**
    * Loads the definition the saga started with, then applies `decide` in the saga's transaction. Runs in the span of
@@ -94,7 +95,7 @@ export const make = Effect.gen(function* () {
       )
       if (last !== undefined) yield* Observed.committed(last, after, options.receivedAt)
       return after
-    }).pipe(Effect.provide(services), Effect.annotateLogs({ sagaId }))
+    }).pipe(withRandom, Effect.annotateLogs({ sagaId }))
 
   const start = Effect.fn("Engine.start")(function* (sagaType: string, input: unknown, options: StartOptions = {}) {
     const definition: AnySagaDefinition = yield* registry.latest(sagaType)
@@ -104,7 +105,7 @@ export const make = Effect.gen(function* () {
     const id = (yield* random.uuidV7()) as SagaId
     yield* Effect.annotateCurrentSpan({ "saga.id": id, "saga.type": sagaType })
     const first = yield* Transitions.begin(definition, id, definition.initialContext(decoded)).pipe(
-      Effect.provide(services),
+      withRandom,
       // A first step that cannot even build its task is a definition bug, not bad input.
       Effect.orDie
     )

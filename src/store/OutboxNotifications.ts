@@ -1,7 +1,14 @@
 /**
- * When to look at the outbox again. On PostgreSQL the relay LISTENs on `orchestrator_outbox` (see migration 0003)
- * and wakes as soon as a step commits messages; polling stays as the fallback, and takes over while the listening
- * connection is down (a restart, a failover) until it is back.
+ * When to look at the outbox again. The store says when a transaction committed outbox messages; the relay waits
+ * for that, or for its polling fallback.
+ *
+ * Commits in the relay's own process wake it in memory. Other processes that write outbox messages (the operator
+ * CLI, another tool on the database) have no relay of their own: their store sends a notification on channel
+ * `orchestrator_outbox` after the commit, and the service's relay LISTENs on it. A notification is sent after the
+ * commit, never inside the step's transaction: PostgreSQL serializes the commits of transactions that notify (they
+ * hold a database-wide lock through the commit's WAL flush), which would cap the step rate at one commit flush at a
+ * time. Polling stays as the fallback, and takes over while the listening connection is down (a restart, a
+ * failover) until it is back.
  */
 import { PgClient } from "@effect/sql-pg"
 import { Context, type Duration, Effect, Layer, Queue, Schedule } from "effect"
@@ -11,28 +18,39 @@ export const channel = "orchestrator_outbox"
 export class OutboxNotifications extends Context.Service<
   OutboxNotifications,
   {
-    /** Completes at the next notification, or after `fallback` at the latest. */
+    /** Says that a transaction of this process committed outbox messages. */
+    readonly committed: Effect.Effect<void>
+    /** Completes at the next commit of outbox messages, or after `fallback` at the latest. */
     readonly next: (fallback: Duration.Input) => Effect.Effect<void>
   }
 >()("saga-orchestrator/store/OutboxNotifications") {}
 
-/** Polling only: for stores without notifications (in memory, the single-connection embedded database). */
-export const layerPolling = Layer.succeed(OutboxNotifications, OutboxNotifications.of({ next: Effect.sleep }))
+// Capacity 1, sliding: any number of commits while the relay is busy mean one more look.
+const signals = Queue.sliding<void>(1)
 
+const fromSignals = (queue: Queue.Queue<void>) =>
+  OutboxNotifications.of({
+    committed: Queue.offer(queue, undefined).pipe(Effect.asVoid),
+    next: (fallback) => Queue.take(queue).pipe(Effect.timeoutOption(fallback), Effect.asVoid)
+  })
+
+/** Commits of this process only: for a database no other process writes (the embedded one). */
+export const layerLocal = Layer.effect(OutboxNotifications, Effect.map(signals, fromSignals))
+
+/** Commits of this process, and those other processes announce on the `orchestrator_outbox` channel. */
 export const layerPg = Layer.effect(
   OutboxNotifications,
   Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
-    // Capacity 1, sliding: any number of notifications while the relay is busy mean one more look.
-    const signals = yield* Queue.sliding<void>(1)
+    const queue = yield* signals
     const listen = Effect.scoped(
       Effect.gen(function* () {
         const notifications = yield* sql.listen(channel)
         // Something may have been committed while nobody listened.
-        yield* Queue.offer(signals, undefined)
+        yield* Queue.offer(queue, undefined)
         while (true) {
           yield* Queue.take(notifications)
-          yield* Queue.offer(signals, undefined)
+          yield* Queue.offer(queue, undefined)
         }
       })
     )
@@ -43,8 +61,16 @@ export const layerPg = Layer.effect(
       Effect.retry(Schedule.spaced("1 second")),
       Effect.forkScoped
     )
-    return OutboxNotifications.of({
-      next: (fallback) => Queue.take(signals).pipe(Effect.timeoutOption(fallback), Effect.asVoid)
-    })
+    return fromSignals(queue)
   })
 )
+
+/**
+ * For a process without a relay: announces its commits of outbox messages to the relays listening on the channel.
+ * Best effort, after the commit: a relay that misses it finds the messages at its next poll.
+ */
+export const announce = (sql: PgClient.PgClient): OutboxNotifications["Service"] =>
+  OutboxNotifications.of({
+    committed: sql`SELECT pg_notify(${channel}, '')`.pipe(Effect.ignore),
+    next: Effect.sleep
+  })

@@ -3,10 +3,11 @@
  * `UPDATE … WHERE lock_version = …`, and the history, timer and outbox writes.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Array as Arr, Data, DateTime, Duration, Effect, Layer, Schema } from "effect"
+import { Array as Arr, Data, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
 import { SecureRandom } from "effect/crypto"
 import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/errors.ts"
-import { type OutboxMessage, SagaId, type SagaInstance, type Timer } from "../domain/Saga.ts"
+import { type OutboxMessage, type SagaContext, SagaId, type SagaInstance, type Timer } from "../domain/Saga.ts"
+import { announce, OutboxNotifications } from "./OutboxNotifications.ts"
 import * as Reports from "./PgSagaStore/reports.ts"
 import {
   toDueTimers,
@@ -16,7 +17,7 @@ import {
   toStuckSaga,
   toTransitions
 } from "./PgSagaStore/rows.ts"
-import { SagaStore } from "./SagaStore.ts"
+import { SagaStore, type StepOutcome } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
 import { storeFailure, withTransactionRetry } from "./transactions.ts"
 import { checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
@@ -30,6 +31,8 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
   const { maxContextBytes, timerLease, retryFor } = { ...defaultStoreSettings, ...settings }
   const sql = yield* PgClient.PgClient
   const random = yield* SecureRandom.SecureRandom
+  // The relay in this process when there is one; otherwise the relays listening on the database.
+  const notifications = Option.getOrElse(yield* Effect.serviceOption(OutboxNotifications), () => announce(sql))
   const inTransaction = withTransactionRetry(sql, retryFor)
   // Publishing has effects outside the database: a failed relay transaction is not retried here but by the relay.
   const runOnce = withTransactionRetry(sql, Duration.zero)
@@ -72,24 +75,81 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           ON CONFLICT (saga_id) DO UPDATE
             SET due_at = excluded.due_at, awaiting = excluded.awaiting, lock_version = excluded.lock_version`
 
+  /** The outbox rows of `messages`, each with a message id of its own (the id consumers deduplicate by). */
+  const outboxRows = (messages: ReadonlyArray<OutboxMessage>) =>
+    Effect.forEach(messages, (message) =>
+      Effect.map(random.uuidV7(), (messageId) => ({
+        message_id: messageId,
+        exchange: message.exchange,
+        routing_key: message.routingKey,
+        headers: message.headers ?? {},
+        payload: message.payload
+      }))
+    )
+
   const enqueue = (saga: SagaInstance, messages: ReadonlyArray<OutboxMessage>) =>
     Effect.gen(function* () {
-      const rows = yield* Effect.forEach(messages, (message) =>
-        random.uuidV7().pipe(
-          Effect.map(
-            (messageId): Record<string, unknown> => ({
-              message_id: messageId,
-              saga_id: saga.id,
-              correlation_id: saga.correlationId,
-              exchange: message.exchange,
-              routing_key: message.routingKey,
-              headers: sql.json(message.headers ?? {}),
-              payload: sql.json(message.payload)
-            })
-          )
-        )
+      const rows = (yield* outboxRows(messages)).map(
+        (row): Record<string, unknown> => ({
+          ...row,
+          saga_id: saga.id,
+          correlation_id: saga.correlationId,
+          headers: sql.json(row.headers),
+          payload: sql.json(row.payload)
+        })
       )
       if (Arr.isReadonlyArrayNonEmpty(rows)) yield* sql`INSERT INTO orchestrator.saga_outbox ${sql.insert(rows)}`
+    })
+
+  /**
+   * A step's writes as one statement, one round trip: the versioned update and, from the row it returns, the history
+   * row, the timer (armed, or cleared when the step sets none) and the outbox messages in order. When the update
+   * finds another version it returns no row, and nothing else is written.
+   */
+  const advance = (
+    saga: SagaInstance,
+    outcome: StepOutcome & { readonly _tag: "Advance" },
+    context: SagaContext,
+    transitionId: string
+  ) =>
+    Effect.gen(function* () {
+      const { timer, detail } = outcome
+      const messages = yield* outboxRows(outcome.messages ?? [])
+      const timerWrite =
+        timer === undefined
+          ? sql`DELETE FROM orchestrator.saga_timers t USING updated u WHERE t.saga_id = u.id`
+          : sql`
+              INSERT INTO orchestrator.saga_timers (saga_id, due_at, awaiting, lock_version)
+              SELECT id, ${DateTime.toDateUtc(timer.dueAt)}::timestamptz, ${sql.json(timer.awaiting)}::jsonb, lock_version
+              FROM updated
+              ON CONFLICT (saga_id) DO UPDATE
+                SET due_at = excluded.due_at, awaiting = excluded.awaiting, lock_version = excluded.lock_version`
+      const outboxWrite =
+        messages.length === 0
+          ? sql``
+          : sql`, outbox AS (
+              INSERT INTO orchestrator.saga_outbox
+                (message_id, saga_id, correlation_id, exchange, routing_key, headers, payload)
+              SELECT (m.message->>'message_id')::uuid, u.id, u.correlation_id, m.message->>'exchange',
+                     m.message->>'routing_key', m.message->'headers', m.message->'payload'
+              FROM updated u CROSS JOIN jsonb_array_elements(${sql.json(messages)}::jsonb) WITH ORDINALITY AS m(message, n)
+              ORDER BY m.n
+            )`
+      return yield* sql`
+        WITH updated AS (
+          UPDATE orchestrator.saga_instances
+          SET current_state = ${outcome.state}, status = ${outcome.status}, context = ${sql.json(context)},
+              lock_version = lock_version + 1
+          WHERE id = ${saga.id} AND lock_version = ${saga.lockVersion}
+          RETURNING ${columns}
+        ), history AS (
+          INSERT INTO orchestrator.saga_transitions
+            (saga_id, lock_version, from_state, to_state, status, event, detail, transition_id, at)
+          SELECT id, lock_version, ${saga.currentState}, current_state, status, ${outcome.event},
+                 ${detail === undefined ? null : sql.json(detail)}::jsonb, ${transitionId}::uuid, updated_at
+          FROM updated
+        ), timer AS (${timerWrite})${outboxWrite}
+        SELECT ${columns} FROM updated`
     })
 
   const loadExisting = (key: string, sagaType: string) =>
@@ -140,9 +200,11 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         return { saga, created: true }
       })
       // KeyTaken rolled the insert back; the next attempt finds the saga the concurrent create committed.
-      return yield* inTransaction("create", insert).pipe(
+      const created = yield* inTransaction("create", insert).pipe(
         Effect.retry({ while: (e) => e._tag === "KeyTaken", times: 3 })
       )
+      if ((input.messages?.length ?? 0) > 0) yield* notifications.committed
+      return created
     }).pipe(
       Effect.catchTag("KeyTaken", () => Effect.die("idempotency key kept changing hands")),
       Effect.withSpan("SagaStore.create")
@@ -233,6 +295,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     Effect.gen(function* () {
       const transitionId = yield* random.uuidV7()
       let attempts = 0
+      let enqueued = false
       const attempt = Effect.gen(function* () {
         attempts += 1
         const saga = yield* lockSaga(id)
@@ -255,12 +318,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           return saga
         }
         const context = yield* checkAdvance(outcome, maxContextBytes)
-        const updated = yield* sql`
-          UPDATE orchestrator.saga_instances
-          SET current_state = ${outcome.state}, status = ${outcome.status}, context = ${sql.json(context)},
-              lock_version = lock_version + 1
-          WHERE id = ${id} AND lock_version = ${saga.lockVersion}
-          RETURNING ${columns}`
+        const updated = yield* advance(saga, outcome, context, transitionId)
         if (updated[0] === undefined) {
           const current = yield* selectSaga(id)
           return yield* new VersionConflict({
@@ -269,13 +327,12 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
             actual: current?.lockVersion ?? -1
           })
         }
-        const next = yield* toSaga(updated[0])
-        yield* record(next, saga.currentState, outcome.event, outcome.detail, transitionId)
-        yield* arm(next, outcome.timer, true)
-        yield* enqueue(next, outcome.messages ?? [])
-        return next
+        enqueued = (outcome.messages?.length ?? 0) > 0
+        return yield* toSaga(updated[0])
       })
-      return yield* inTransaction("transact", attempt)
+      const saga = yield* inTransaction("transact", attempt)
+      if (enqueued) yield* notifications.committed
+      return saga
     }).pipe(Effect.withSpan("SagaStore.transact", { attributes: { "saga.id": id } }))
 
   const wasApplied = (id: SagaId, transitionId: string) =>

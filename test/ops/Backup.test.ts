@@ -387,8 +387,8 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("Backups
         const migrations = yield* Effect.flip(sql`DELETE FROM orchestrator.effect_sql_migrations`)
         assert.strictEqual(sqlState(migrations), "42501")
 
-        // The outbox trigger came along: a step's commit notifies the relays. New outbox rows take ids after the
-        // restored ones (the identity sequence came along too, or the inserts would collide).
+        // A step's commit on the copy is announced to the relays (this process has none of its own). New outbox
+        // rows take ids after the restored ones (the identity sequence came along too, or the inserts would collide).
         const notifications = yield* pg.listen("orchestrator_outbox")
         const completed = yield* runToCompletion
         assert.strictEqual(completed.status, "COMPLETED")

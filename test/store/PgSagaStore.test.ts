@@ -1,7 +1,11 @@
+import { PgClient } from "@effect/sql-pg"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Fiber, Layer } from "effect"
+import { Effect, Fiber, Layer, Queue } from "effect"
+import type { SagaId } from "../../src/domain/Saga.ts"
+import { runtimeClient } from "../../src/store/Database.ts"
 import * as OutboxNotifications from "../../src/store/OutboxNotifications.ts"
-import { SagaStore } from "../../src/store/SagaStore.ts"
+import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
+import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
 import * as TestDatabase from "../utils/TestDatabase.ts"
 import { sagaStoreContract } from "./contract.ts"
 
@@ -13,7 +17,7 @@ layer(OutboxNotifications.layerPg.pipe(Layer.provideMerge(TestDatabase.layerStor
   excludeTestServices: true,
   timeout: "60 seconds"
 })("PgSagaStore outbox", (it) => {
-  it.effect("wakes a listening relay when a transaction commits outbox messages", () =>
+  it.effect("with no relay of its own, announces committed outbox messages to the relays listening", () =>
     Effect.gen(function* () {
       const store = yield* SagaStore
       const notifications = yield* OutboxNotifications.OutboxNotifications
@@ -38,3 +42,44 @@ layer(OutboxNotifications.layerPg.pipe(Layer.provideMerge(TestDatabase.layerStor
     })
   )
 })
+
+/** The store as the service runs it: its relay in the same process, listening for other processes' commits. */
+const storeWithRelay = Layer.unwrap(
+  Effect.map(TestDatabase.TestDatabase, (db) =>
+    PgSagaStore.layerNoDeps().pipe(
+      Layer.provideMerge(OutboxNotifications.layerPg),
+      Layer.provideMerge(runtimeClient(db.config, 20))
+    )
+  )
+).pipe(Layer.provideMerge(TestDatabase.layer()))
+
+layer(storeWithRelay, { excludeTestServices: true, timeout: "60 seconds" })(
+  "PgSagaStore outbox, relay in process",
+  (it) => {
+    it.effect("wakes its own relay in memory, sending no notification from inside or after the transaction", () =>
+      Effect.gen(function* () {
+        const store = yield* SagaStore
+        const notifications = yield* OutboxNotifications.OutboxNotifications
+        const sql = yield* PgClient.PgClient
+        const heard = yield* sql.listen(OutboxNotifications.channel)
+        yield* notifications.next("1 hour")
+
+        const created = yield* Effect.forkChild(notifications.next("1 hour"))
+        const { saga } = yield* store.create({ sagaType: "NOTIFY_TEST", state: "A", context: {}, messages: [mesh] })
+        yield* Fiber.join(created).pipe(Effect.timeout("20 seconds"))
+        const stepped = yield* Effect.forkChild(notifications.next("1 hour"))
+        yield* store.transact(saga.id as SagaId, () =>
+          Effect.succeed(
+            StepOutcome.Advance({ state: "B", status: "RUNNING", context: {}, event: "Moved", messages: [mesh] })
+          )
+        )
+        yield* Fiber.join(stepped).pipe(Effect.timeout("20 seconds"))
+
+        // Notifications on a channel arrive in commit order: the first one heard is the one sent after both commits.
+        yield* sql`SELECT pg_notify(${OutboxNotifications.channel}, 'sentinel')`
+        const first = yield* Queue.take(heard).pipe(Effect.timeout("20 seconds"))
+        assert.strictEqual(first.payload, "sentinel")
+      })
+    )
+  }
+)
