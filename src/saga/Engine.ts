@@ -8,6 +8,7 @@ import { SecureRandom } from "effect/crypto"
 import { SagaNotFound } from "../domain/errors.ts"
 import type { ReplyMessage } from "../domain/Messages.ts"
 import { type DueTimer, SagaId, type SagaInstance } from "../domain/Saga.ts"
+import * as Random from "../random.ts"
 import type { Created, CreateSaga, TransactError } from "../store/SagaStore.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import type { AnySagaDefinition } from "./Definition.ts"
@@ -159,4 +160,4 @@ export const make = Effect.gen(function* () {
 })
 
 /** The engine over the SagaStore and SagaRegistry in context. */
-export const layer = Layer.effect(Engine, make).pipe(Layer.provide(SecureRandom.layerWebCrypto))
+export const layer = Layer.effect(Engine, make).pipe(Layer.provide(Random.layer))

@@ -17,6 +17,7 @@ import {
   type Timer,
   Transition
 } from "../domain/Saga.ts"
+import * as Random from "../random.ts"
 import { type ActiveSagas, SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
 import { checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
@@ -268,4 +269,4 @@ const contains = (value: unknown, pattern: unknown): boolean => {
 }
 
 export const layer = (settings: Partial<StoreSettings> = {}): Layer.Layer<SagaStore> =>
-  Layer.effect(SagaStore, make(settings)).pipe(Layer.provide(SecureRandom.layerWebCrypto))
+  Layer.effect(SagaStore, make(settings)).pipe(Layer.provide(Random.layer))

@@ -7,6 +7,7 @@ import { Array as Arr, Data, DateTime, Duration, Effect, Layer, Option, Schema }
 import { SecureRandom } from "effect/crypto"
 import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/errors.ts"
 import { type OutboxMessage, type SagaContext, SagaId, type SagaInstance, type Timer } from "../domain/Saga.ts"
+import * as Random from "../random.ts"
 import { announce, OutboxNotifications } from "./OutboxNotifications.ts"
 import * as Reports from "./PgSagaStore/reports.ts"
 import {
@@ -340,17 +341,23 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       Effect.map((rows) => rows.length > 0)
     )
 
+  // Claimed by deleting them: the rows stay locked (other relays skip them) until the transaction ends, which commits
+  // the deletion once the broker confirmed them, and restores them if publishing failed.
   const publishOutbox: SagaStore["Service"]["publishOutbox"] = (limit, publish) =>
     runOnce(
       "publishOutbox",
       Effect.gen(function* () {
         const rows = yield* sql`
-          SELECT id, message_id, saga_id, correlation_id, exchange, routing_key, headers, payload, created_at
-          FROM orchestrator.saga_outbox ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED`
+          WITH claimed AS (
+            DELETE FROM orchestrator.saga_outbox
+            WHERE id IN (SELECT id FROM orchestrator.saga_outbox ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED)
+            RETURNING id, message_id, saga_id, correlation_id, exchange, routing_key, headers, payload, created_at
+          )
+          SELECT message_id, saga_id, correlation_id, exchange, routing_key, headers, payload, created_at
+          FROM claimed ORDER BY id`
         if (rows.length === 0) return 0
-        const { ids, messages } = yield* toPendingMessages(rows)
+        const messages = yield* toPendingMessages(rows)
         yield* publish(messages)
-        yield* sql`DELETE FROM orchestrator.saga_outbox WHERE id IN ${sql.in(ids)}`
         return messages.length
       })
     )
@@ -374,4 +381,4 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
 
 /** The store on the `PgClient` in context. */
 export const layerNoDeps = (settings: Partial<StoreSettings> = {}) =>
-  Layer.effect(SagaStore, make(settings)).pipe(Layer.provide(SecureRandom.layerWebCrypto))
+  Layer.effect(SagaStore, make(settings)).pipe(Layer.provide(Random.layer))

@@ -1,6 +1,6 @@
 import { PgClient } from "@effect/sql-pg"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Fiber, Layer, Queue } from "effect"
+import { Deferred, Effect, Fiber, Layer, Queue } from "effect"
 import type { SagaId } from "../../src/domain/Saga.ts"
 import { runtimeClient } from "../../src/store/Database.ts"
 import * as OutboxNotifications from "../../src/store/OutboxNotifications.ts"
@@ -39,6 +39,45 @@ layer(OutboxNotifications.layerPg.pipe(Layer.provideMerge(TestDatabase.layerStor
       const summary = yield* store.summary
       assert.strictEqual(summary.outboxPending, 1)
       assert.isAbove(summary.outboxLagMillis, 0)
+    })
+  )
+
+  it.effect("relays at work at once publish disjoint batches: every message once, none while another holds it", () =>
+    Effect.gen(function* () {
+      const store = yield* SagaStore
+      while ((yield* store.publishOutbox(500, () => Effect.void)) > 0) {}
+      const messages = Array.from({ length: 50 }, (_, n) => ({ ...mesh, payload: { taskId: `t-${n}` } }))
+      yield* store.create({ sagaType: "RELAYS_TEST", state: "A", context: {}, messages })
+      const published: Array<string> = []
+      const record = (batch: ReadonlyArray<{ readonly messageId: string }>) =>
+        Effect.sync(() => published.push(...batch.map((message) => message.messageId)))
+
+      // One relay claims the oldest 10 and waits for its broker's confirms…
+      const claimed = yield* Deferred.make<void>()
+      const confirmed = yield* Deferred.make<void>()
+      const slow = yield* Effect.forkChild(
+        store.publishOutbox(10, (batch) =>
+          record(batch).pipe(
+            Effect.andThen(Deferred.succeed(claimed, undefined)),
+            Effect.andThen(Deferred.await(confirmed))
+          )
+        )
+      )
+      yield* Deferred.await(claimed)
+      // …while another drains the rest around them.
+      let others = 0
+      while (true) {
+        const count = yield* store.publishOutbox(7, record)
+        if (count === 0) break
+        others += count
+      }
+      assert.strictEqual(others, 40)
+      yield* Deferred.succeed(confirmed, undefined)
+      assert.strictEqual(yield* Fiber.join(slow), 10)
+
+      assert.strictEqual(published.length, 50)
+      assert.strictEqual(new Set(published).size, 50)
+      assert.strictEqual(yield* store.publishOutbox(500, record), 0)
     })
   )
 })

@@ -82,7 +82,6 @@ const DueRow = Schema.Struct({
 const decodeDueRows = Schema.decodeUnknownEffect(Schema.Array(DueRow))
 
 const OutboxRow = Schema.Struct({
-  id: Schema.Union([Schema.String, Schema.Number, Schema.BigInt]),
   message_id: Schema.String,
   saga_id: Schema.String,
   correlation_id: Schema.String,
@@ -152,13 +151,12 @@ export const toDueTimers = (rows: ReadonlyArray<unknown>) =>
     )
   )
 
-/** Outbox rows as messages to publish, with the row ids to delete once they are confirmed. */
+/** Outbox rows as messages to publish. */
 export const toPendingMessages = (rows: ReadonlyArray<unknown>) =>
   decodeOutboxRows(rows).pipe(
     Effect.orDie,
-    Effect.map((decoded) => ({
-      ids: decoded.map((row) => row.id),
-      messages: decoded.map(
+    Effect.map((decoded) =>
+      decoded.map(
         (row) =>
           new PendingMessage({
             messageId: row.message_id,
@@ -171,5 +169,5 @@ export const toPendingMessages = (rows: ReadonlyArray<unknown>) =>
             createdAt: row.created_at
           })
       )
-    }))
+    )
   )
