@@ -188,6 +188,35 @@ const connectionFamilies = Effect.serviceOption(SqlClient.SqlClient).pipe(
   )
 )
 
+/**
+ * The process itself, under the names Prometheus' client libraries use: resident memory, CPU time, the V8 heap, and
+ * when it started (so that a restart shows).
+ */
+const processFamilies = Effect.sync((): ReadonlyArray<Family> => {
+  const memory = process.memoryUsage()
+  const cpu = process.cpuUsage()
+  const single = (value: number) => [{ labels: [], value }]
+  return [
+    gauge("process_resident_memory_bytes", "Resident memory size in bytes.", single(memory.rss)),
+    {
+      name: "process_cpu_seconds_total",
+      help: "User and system CPU time spent in seconds.",
+      type: "counter",
+      samples: single((cpu.user + cpu.system) / 1e6)
+    },
+    gauge(
+      "process_start_time_seconds",
+      "Start time of the process since the Unix epoch in seconds.",
+      single(Math.round(performance.timeOrigin / 1000))
+    ),
+    gauge("nodejs_heap_size_total_bytes", "V8 heap reserved, in bytes.", single(memory.heapTotal)),
+    gauge("nodejs_heap_size_used_bytes", "V8 heap in use, in bytes.", single(memory.heapUsed)),
+    gauge("nodejs_external_memory_bytes", "Memory of C++ objects bound to JavaScript objects, in bytes.", [
+      { labels: [], value: memory.external }
+    ])
+  ]
+})
+
 /** The whole `/metrics` page: Effect's metric registry plus the gauges read from the store at this scrape. */
 export const prometheusText: Effect.Effect<string, never, SagaStore> = Effect.gen(function* () {
   const stuckAfter = yield* StuckThreshold
@@ -195,7 +224,7 @@ export const prometheusText: Effect.Effect<string, never, SagaStore> = Effect.ge
     concurrency: 2
   })
   const registered = fromSnapshot(yield* Metric.snapshot)
-  return render([...registered, ...store, ...connections])
+  return render([...registered, ...store, ...connections, ...(yield* processFamilies)])
   // A scrape every few seconds is not worth a trace.
 }).pipe(Effect.withTracerEnabled(false))
 

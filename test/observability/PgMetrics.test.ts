@@ -38,4 +38,24 @@ layer(TestDatabase.layerStore().pipe(Layer.provideMerge(layerMetricRegistry)), {
       assert.strictEqual(sampleValue(immediately, "orchestrator_sagas_stuck", labels), 2)
     })
   )
+
+  it.effect("reports the process: resident memory, CPU time, V8 heap and start time, as this process sees them", () =>
+    Effect.gen(function* () {
+      const families = parsePrometheus(yield* prometheusText)
+      const memory = process.memoryUsage()
+      const rss = sampleValue(families, "process_resident_memory_bytes") ?? 0
+      // Read a moment apart: within a quarter of each other, and far from zero.
+      assert.isAbove(rss, 10 * 1024 * 1024)
+      assert.approximately(rss, memory.rss, memory.rss / 4)
+      const heapUsed = sampleValue(families, "nodejs_heap_size_used_bytes") ?? 0
+      assert.isAbove(heapUsed, 0)
+      assert.isAtMost(heapUsed, sampleValue(families, "nodejs_heap_size_total_bytes") ?? 0)
+      const cpuSeconds = sampleValue(families, "process_cpu_seconds_total") ?? 0
+      const used = process.cpuUsage()
+      assert.isAbove(cpuSeconds, 0)
+      assert.isAtMost(cpuSeconds, (used.user + used.system) / 1e6)
+      const started = sampleValue(families, "process_start_time_seconds") ?? 0
+      assert.approximately(started, (Date.now() - process.uptime() * 1000) / 1000, 5)
+    })
+  )
 })
