@@ -5,6 +5,7 @@
  */
 import { execFile, spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { readFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
@@ -159,7 +160,7 @@ export const serviceEnvironment = (env: BenchEnv, httpPort: number): Record<stri
 
 /** Resident set size of a process, from /proc, in MB. */
 export const rssMb = (pid: number) =>
-  Effect.promise(() => run("cat", [`/proc/${pid}/status`]).then((r) => r.stdout)).pipe(
+  Effect.promise(() => readFile(`/proc/${pid}/status`, "utf8")).pipe(
     Effect.map((status) => Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024)
   )
 
@@ -172,15 +173,13 @@ export type CpuGroup = { readonly pids: ReadonlyArray<number> } | { readonly use
 const ticksPerSecond = 100
 
 const processCpuSeconds = (pid: number) =>
-  Effect.promise(() =>
-    run("cat", [`/proc/${pid}/stat`])
-      .then((r) => r.stdout)
-      .catch(() => "")
-  ).pipe(
+  Effect.promise(() => readFile(`/proc/${pid}/stat`, "utf8").catch(() => "")).pipe(
     Effect.map((stat) => {
-      // Fields after the command name (which may hold spaces), from field 3 on: utime and stime are 14 and 15.
+      // Fields after the command name (which may hold spaces), from field 3 on: utime and stime are 14 and 15,
+      // cutime and cstime (children that ended and were waited for) 16 and 17. With the children, a group whose
+      // processes come and go (PostgreSQL backends, reaped by the postmaster) keeps the CPU of those that ended.
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / ticksPerSecond
+      return fields.slice(11, 15).reduce((sum, ticks) => sum + Number(ticks), 0) / ticksPerSecond
     })
   )
 
@@ -193,7 +192,10 @@ const pidsOf = (group: CpuGroup) =>
           .catch((): Array<number> => [])
       )
 
-/** CPU seconds (user + system) used so far by each group; processes that ended in between are not counted. */
+/**
+ * CPU seconds (user + system) used so far by each group, its processes' ended children included; a process that
+ * ended is counted only when its parent is in the group.
+ */
 export const cpuSnapshot = (groups: Readonly<Record<string, CpuGroup>>) =>
   Effect.forEach(Object.entries(groups), ([name, group]) =>
     pidsOf(group).pipe(

@@ -24,7 +24,7 @@ const settings = quick
       rows: 50_000,
       iterations: 10,
       allocationSteps: 1_000,
-      e2eSagas: 200,
+      e2eSagas: 300,
       halfRateSeconds: 3
     }
   : {
@@ -33,7 +33,7 @@ const settings = quick
       rows: 1_000_000,
       iterations: 30,
       allocationSteps: 5_000,
-      e2eSagas: 3_000,
+      e2eSagas: 10_000,
       halfRateSeconds: 10
     }
 

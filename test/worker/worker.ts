@@ -12,6 +12,10 @@
  *
  * with <step> one of prepare, mesh, solver, publish.
  *
+ * Once a reply's publish is confirmed, a line of `ReplyTiming` is appended to `<effects file>.timings` (the bench
+ * measures the orchestrator's turnaround from it). It is a file of its own because the effects line must be written
+ * before the reply goes out, when the confirm has not happened yet.
+ *
  * Usage: node test/worker/worker.ts <amqp url without password> <password file> <effects file> [prefetch]
  * It stops on SIGTERM / SIGINT.
  */
@@ -40,6 +44,20 @@ export interface AppliedEffect {
   readonly attempt: number
   readonly outcome: "succeeded" | "failed"
 }
+
+/** One line of the timings file: when a task reached the worker, and when RabbitMQ confirmed its reply. */
+export interface ReplyTiming {
+  readonly taskId: string
+  readonly sagaId: string
+  readonly taskType: string
+  /** Epoch milliseconds, sub-millisecond precision. */
+  readonly deliveredAt: number
+  readonly repliedAt: number
+}
+
+export const timingsFileOf = (effectsFile: string) => `${effectsFile}.timings`
+
+const epochMillis = () => performance.timeOrigin + performance.now()
 
 const planOf = (task: TaskMessage) => {
   const repo = typeof task.payload.repo === "string" ? task.payload.repo : ""
@@ -125,6 +143,7 @@ const run = ({ url, password, effectsFile, prefetch }: Arguments) =>
 
     const handle = (delivery: Delivery) =>
       Effect.gen(function* () {
+        const deliveredAt = epochMillis()
         const decoded = yield* Effect.result(decodeTask(delivery.body))
         if (decoded._tag === "Failure") return Disposition.deadLetter(`malformed task: ${decoded.failure.message}`)
         const task = decoded.success
@@ -145,6 +164,14 @@ const run = ({ url, password, effectsFile, prefetch }: Arguments) =>
         }
         const messageId = `reply-${task.taskId}`
         yield* send(task, delivery, reply, messageId)
+        const timing: ReplyTiming = {
+          taskId: task.taskId,
+          sagaId: task.sagaId,
+          taskType: task.taskType,
+          deliveredAt,
+          repliedAt: epochMillis()
+        }
+        appendFileSync(timingsFileOf(effectsFile), `${JSON.stringify(timing)}\n`)
         const plan = planOf(task)
         if (plan === "duplicate") {
           yield* send(task, delivery, reply, messageId)
