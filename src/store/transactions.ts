@@ -62,9 +62,10 @@ const isConnectionLost = (error: SqlError): boolean =>
  * An attempt whose body succeeded and whose connection was then lost failed at COMMIT: it may have committed. A retry
  * of `transact` finds out (its history row); when the retries run out first, the error says the outcome is unknown.
  */
-export const withTransactionRetry =
-  (sql: SqlClient, retryFor: Duration.Duration) =>
-  <A, E, R>(
+export const withTransactionRetry = (sql: SqlClient, retryFor: Duration.Duration) => {
+  // A schedule is a description: one serves every transaction.
+  const schedule = retrySchedule(retryFor)
+  return <A, E, R>(
     operation: string,
     body: Effect.Effect<A, E, R>
   ): Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R> =>
@@ -88,7 +89,7 @@ export const withTransactionRetry =
       return attempt.pipe(
         Effect.retry({
           while: (error: E | SqlError) => isSqlError(error) && isRetryable(error),
-          schedule: retrySchedule(retryFor)
+          schedule
         }),
         Effect.catchIf(isSqlError, (error) => {
           const reason = describe(error)
@@ -97,3 +98,4 @@ export const withTransactionRetry =
         })
       )
     }) as Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R>
+}

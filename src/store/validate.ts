@@ -13,12 +13,24 @@ export const maxPageSize = 500
 const invalid = (field: string) => (error: { readonly message: string }) =>
   new InvalidSagaData({ field, reason: error.message })
 
-const decode =
-  <S extends Schema.Decoder<unknown>>(schema: S, field: string) =>
-  (input: unknown): Effect.Effect<S["Type"], InvalidSagaData> =>
-    Schema.decodeUnknownEffect(schema)(input).pipe(Effect.mapError(invalid(field)))
+/** A check of `field` against `schema`, its decoder built once. */
+const decode = <S extends Schema.Decoder<unknown>>(schema: S, field: string) => {
+  const decodeField = Schema.decodeUnknownEffect(schema)
+  const fail = invalid(field)
+  return (input: unknown): Effect.Effect<S["Type"], InvalidSagaData> => Effect.mapError(decodeField(input), fail)
+}
 
-const nonEmpty = (field: string) => decode(Schema.NonEmptyString, field)
+const checkId = decode(SagaId, "id")
+const checkSagaType = decode(Schema.NonEmptyString, "sagaType")
+const checkState = decode(Schema.NonEmptyString, "state")
+const checkStatus = decode(SagaStatus, "status")
+const checkEvent = decode(Schema.NonEmptyString, "event")
+const checkCorrelationId = decode(Schema.NonEmptyString, "correlationId")
+const checkIdempotencyKey = decode(Schema.NonEmptyString, "idempotencyKey")
+const checkDetail = decode(Schema.Json, "detail")
+const checkContextShape = decode(SagaContext, "context")
+const checkMessages = decode(Schema.Array(OutboxMessage), "messages")
+const checkTimer = decode(Schema.UndefinedOr(Timer), "timer")
 
 /** A context must be a JSON object whose serialized form fits the limit. */
 export const checkContext = Effect.fnUntraced(function* (context: unknown, limit: number) {
@@ -26,34 +38,31 @@ export const checkContext = Effect.fnUntraced(function* (context: unknown, limit
     try: () => JSON.stringify(context),
     catch: (cause) => new InvalidSagaData({ field: "context", reason: `not serializable as JSON: ${String(cause)}` })
   })
-  const valid = yield* decode(SagaContext, "context")(context)
+  const valid = yield* checkContextShape(context)
   const bytes = Buffer.byteLength(json, "utf8")
   if (bytes > limit) return yield* new ContextTooLarge({ bytes, limit })
   return valid
 })
 
-const checkMessages = decode(Schema.Array(OutboxMessage), "messages")
-const checkTimer = decode(Schema.UndefinedOr(Timer), "timer")
-
 export const checkCreate = Effect.fnUntraced(function* (input: CreateSaga, contextLimit: number) {
-  if (input.id !== undefined) yield* decode(SagaId, "id")(input.id)
-  yield* nonEmpty("sagaType")(input.sagaType)
-  yield* nonEmpty("state")(input.state)
-  if (input.correlationId !== undefined) yield* nonEmpty("correlationId")(input.correlationId)
-  if (input.idempotencyKey !== undefined) yield* nonEmpty("idempotencyKey")(input.idempotencyKey)
+  if (input.id !== undefined) yield* checkId(input.id)
+  yield* checkSagaType(input.sagaType)
+  yield* checkState(input.state)
+  if (input.correlationId !== undefined) yield* checkCorrelationId(input.correlationId)
+  if (input.idempotencyKey !== undefined) yield* checkIdempotencyKey(input.idempotencyKey)
   yield* checkMessages(input.messages ?? [])
   yield* checkTimer(input.timer)
-  if (input.detail !== undefined) yield* decode(Schema.Json, "detail")(input.detail)
+  if (input.detail !== undefined) yield* checkDetail(input.detail)
   return yield* checkContext(input.context, contextLimit)
 })
 
 export type Advance = Extract<StepOutcome, { readonly _tag: "Advance" }>
 
 export const checkAdvance = Effect.fnUntraced(function* (outcome: Advance, contextLimit: number) {
-  yield* nonEmpty("state")(outcome.state)
-  yield* decode(SagaStatus, "status")(outcome.status)
-  yield* nonEmpty("event")(outcome.event)
-  if (outcome.detail !== undefined) yield* decode(Schema.Json, "detail")(outcome.detail)
+  yield* checkState(outcome.state)
+  yield* checkStatus(outcome.status)
+  yield* checkEvent(outcome.event)
+  if (outcome.detail !== undefined) yield* checkDetail(outcome.detail)
   yield* checkMessages(outcome.messages ?? [])
   yield* checkTimer(outcome.timer)
   return yield* checkContext(outcome.context, contextLimit)
@@ -63,8 +72,8 @@ export const checkIgnored = Effect.fnUntraced(function* (ignored: {
   readonly event: string
   readonly detail?: unknown
 }) {
-  yield* nonEmpty("event")(ignored.event)
-  if (ignored.detail !== undefined) yield* decode(Schema.Json, "detail")(ignored.detail)
+  yield* checkEvent(ignored.event)
+  if (ignored.detail !== undefined) yield* checkDetail(ignored.detail)
 })
 
 /** Cursors are opaque to clients: the id of the last saga on the previous page. */
@@ -75,15 +84,12 @@ export const checkFilter = Effect.fnUntraced(function* (filter: SagaFilter) {
   if (!Number.isInteger(limit) || limit < 1 || limit > maxPageSize) {
     return yield* new InvalidSagaData({ field: "limit", reason: `must be an integer from 1 to ${maxPageSize}` })
   }
-  if (filter.status !== undefined) yield* decode(SagaStatus, "status")(filter.status)
-  if (filter.context !== undefined) yield* decode(SagaContext, "context")(filter.context)
+  if (filter.status !== undefined) yield* checkStatus(filter.status)
+  if (filter.context !== undefined) yield* checkContextShape(filter.context)
   const after =
     filter.cursor === undefined
       ? undefined
-      : yield* decode(
-          SagaId,
-          "cursor"
-        )(Buffer.from(filter.cursor, "base64url").toString("utf8")).pipe(
+      : yield* checkId(Buffer.from(filter.cursor, "base64url").toString("utf8")).pipe(
           Effect.mapError(() => new InvalidSagaData({ field: "cursor", reason: "not a cursor returned by this API" }))
         )
   return { limit, after }
