@@ -84,8 +84,14 @@ export const table = (results: Results): string => {
   if (results.service === undefined) lines.push("  RSS: not run")
   else {
     const s = results.service
+    const target = (active: number, rss: number) =>
+      `target ≤200 MB with 10,000: ${active >= 10_000 ? verdict(rss <= 200) : "not at 10,000"}`
+    const b = s.memoryBounded
+    const firstDrain = s.oneProcess.drains[0] ?? { steps: Number.NaN, seconds: Number.NaN }
+    const services = (cpu: Readonly<Record<string, number>>) => n(cpu.services ?? Number.NaN, 2)
     lines.push(
-      `  service RSS idle ${n(s.rssIdleMb, 1)} MB; with ${n(s.activeSagas)} active sagas ${n(s.rssActiveMb, 1)} MB (target ≤200 MB with 10,000: ${s.activeSagas >= 10_000 ? verdict(s.rssActiveMb <= 200) : "not at 10,000"})`
+      `  service RSS idle ${n(s.rssIdleMb, 1)} MB; with ${n(s.activeSagas)} active sagas, right after draining them, ${n(s.rssActiveMb, 1)} MB, V8 heap in use ${n(s.heapUsedActiveMb, 1)} MB (${target(s.activeSagas, s.rssActiveMb)})`,
+      `  memory-bounded service (node ${b.nodeOptions.join(" ")}): with ${n(b.activeSagas)} active sagas ${n(b.rssActiveMb, 1)} MB, heap in use ${n(b.heapUsedMb, 1)} MB (${target(b.activeSagas, b.rssActiveMb)}); its drain to the signal wait ${n(b.stepsPerSecond)} reply steps/s at ${services(b.cpuMsPerStep)} ms of service CPU per step (default settings, same drain: ${n(firstDrain.steps / firstDrain.seconds)} steps/s)`
     )
   }
   if (results.allocations === undefined) lines.push("  allocations: not run")

@@ -9,6 +9,8 @@
  *    sagas are signalled (their solver tasks wait in the outbox); a service starts again and drains them to
  *    COMPLETED, 2 more reply steps each.
  * 3. Half rate, on that service: sagas started at a steady half of its peak saga rate and signalled as they wait.
+ * 2b. Memory-bounded: the first drain of 2. on a fresh batch of N, by one service with its V8 heap bounded
+ *    (`memoryBoundedNodeOptions`); its RSS with the N sagas waiting, and its rate.
  * 4. Two processes: the two drains of 2. on a fresh batch of N, each with two services sharing the work.
  *
  * A drain's window runs from its first reply step to its last (`saga_transitions` timestamps). CPU by process group
@@ -67,7 +69,18 @@ export interface ServiceResult {
   readonly rssIdleMb: number
   /** The one-process service with `activeSagas` waiting for condenser input. */
   readonly rssActiveMb: number
+  /** Its V8 heap in use then (garbage not yet collected included). */
+  readonly heapUsedActiveMb: number
   readonly activeSagas: number
+  /** The same drain (to the signal wait) by a service whose V8 heap is bounded. */
+  readonly memoryBounded: {
+    readonly nodeOptions: ReadonlyArray<string>
+    readonly activeSagas: number
+    readonly rssActiveMb: number
+    readonly heapUsedMb: number
+    readonly stepsPerSecond: number
+    readonly cpuMsPerStep: Readonly<Record<string, number>>
+  }
   readonly oneProcess: Peak
   readonly twoProcesses: Peak
   readonly halfRate?: {
@@ -92,6 +105,14 @@ interface Window extends Drain {
   readonly cpuMs: Readonly<Record<string, number>>
   readonly writeTransactions: number
 }
+
+/**
+ * V8 settings that bound the service's heap: a smaller young generation (8 MB semi-spaces instead of 16) and a cap
+ * on the old one. The live heap is a few tens of MB whatever the number of sagas (the service holds no saga in
+ * memory); by default V8 lets garbage grow the heap to several times that under load before it collects. The cap
+ * must stay above the largest response the API builds (a page of 500 sagas with contexts at the size limit).
+ */
+export const memoryBoundedNodeOptions = ["--max-semi-space-size=8", "--max-old-space-size=128"]
 
 /** Each service gets an HTTP port of its own, from here on. */
 const firstHttpPort = 18_000 + (process.pid % 1000)
@@ -135,6 +156,14 @@ const holdingOutbox = <A, E, R>(prepare: Effect.Effect<A, E, R>) =>
       )
     )
   })
+
+/** The V8 heap in use of the service on `port`, in MB, from its /metrics. */
+const heapUsedMb = (port: number) =>
+  Effect.promise(() =>
+    fetch(`http://127.0.0.1:${port}/metrics`)
+      .then((r) => r.text())
+      .catch(() => "")
+  ).pipe(Effect.map((text) => Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(text)?.[1] ?? Number.NaN) / 2 ** 20))
 
 /** Resident set size of the service processes together, in MB. */
 const rssOf = (services: ReadonlyArray<Child>) =>
@@ -197,20 +226,23 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
     // Before any service: the worker binds its queue, without which the first tasks relayed would be dropped.
     yield* worker.waitFor(/consuming queue 'test.worker.tasks'/, 60_000)
 
-    const startService = (httpPort: number) =>
+    const startService = (httpPort: number, nodeOptions: ReadonlyArray<string>) =>
       Effect.gen(function* () {
         const service = yield* nodeProcess(
           ["src/main.ts"],
           { ...serviceEnvironment(env, httpPort), ORCH_LOG_LEVEL: "Warning" },
-          options.cpuProfileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`]
+          [
+            ...nodeOptions,
+            ...(options.cpuProfileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`])
+          ]
         )
         yield* service.waitFor(/consuming queue 'orchestrator.replies'/, 60_000)
         return service
       })
-    const startServices = (processes: number) =>
+    const startServices = (processes: number, nodeOptions: ReadonlyArray<string> = []) =>
       Effect.forEach(
         Array.from({ length: processes }, (_, i) => firstHttpPort + i),
-        startService,
+        (port) => startService(port, nodeOptions),
         { concurrency: "unbounded" }
       )
 
@@ -232,11 +264,11 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
      * Starts `processes` services on the batch waiting in the outbox and lets them drain it until `drained`; the
      * services run on until the scope closes.
      */
-    const drain = <E>(processes: number, drained: Effect.Effect<unknown, E>) =>
+    const drain = <E>(processes: number, drained: Effect.Effect<unknown, E>, nodeOptions: ReadonlyArray<string> = []) =>
       Effect.gen(function* () {
         const ready = yield* holdingOutbox(
           Effect.gen(function* () {
-            const services = yield* startServices(processes)
+            const services = yield* startServices(processes, nodeOptions)
             const groups = {
               services: { pids: services.map((service) => service.pid) },
               worker: { pids: [worker.pid] },
@@ -341,7 +373,12 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
         // All of them active: each waits for its condenser input.
         const activeSagas = yield* countIn("one", "AWAITING_CONDENSER_INPUT")
         yield* Effect.sleep("2 seconds")
-        return { window, activeSagas, rssActiveMb: yield* rssOf(services) }
+        return {
+          window,
+          activeSagas,
+          rssActiveMb: yield* rssOf(services),
+          heapUsedMb: yield* heapUsedMb(firstHttpPort)
+        }
       })
     )
     yield* signalBatch(oneIds)
@@ -356,6 +393,30 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
       })
     )
 
+    // 2b. One process, memory-bounded: its first drain, and its footprint with the batch waiting.
+    yield* startBatch("bounded")
+    const memoryBounded = yield* Effect.scoped(
+      Effect.gen(function* () {
+        const { services, window } = yield* drain(
+          1,
+          allIn("bounded", "AWAITING_CONDENSER_INPUT", options.sagas),
+          memoryBoundedNodeOptions
+        )
+        const activeSagas = yield* countIn("bounded", "AWAITING_CONDENSER_INPUT")
+        yield* Effect.sleep("2 seconds")
+        const drained = peakOf(1, options.sagas, [window])
+        return {
+          nodeOptions: memoryBoundedNodeOptions,
+          activeSagas,
+          rssActiveMb: yield* rssOf(services),
+          heapUsedMb: yield* heapUsedMb(firstHttpPort),
+          stepsPerSecond: drained.stepsPerSecond,
+          cpuMsPerStep: drained.cpuMsPerStep
+        }
+      })
+    )
+    yield* Effect.logWarning("end-to-end, one memory-bounded process", memoryBounded)
+
     // 4. Two processes.
     const twoIds = yield* startBatch("two")
     const twoWaiting = yield* Effect.scoped(drain(2, allIn("two", "AWAITING_CONDENSER_INPUT", options.sagas)))
@@ -368,7 +429,9 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
       sagas: options.sagas,
       rssIdleMb,
       rssActiveMb: oneWaiting.rssActiveMb,
+      heapUsedActiveMb: oneWaiting.heapUsedMb,
       activeSagas: oneWaiting.activeSagas,
+      memoryBounded,
       oneProcess: oneCompleted.peak,
       twoProcesses,
       ...(oneCompleted.halfRate === undefined ? {} : { halfRate: oneCompleted.halfRate })
