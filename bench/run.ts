@@ -25,7 +25,7 @@ const settings = quick
       iterations: 10,
       allocationSteps: 1_000,
       e2eSagas: 300,
-      halfRateSeconds: 3
+      latencySeconds: 3
     }
   : {
       seconds: 5,
@@ -34,7 +34,7 @@ const settings = quick
       iterations: 30,
       allocationSteps: 5_000,
       e2eSagas: 10_000,
-      halfRateSeconds: 10
+      latencySeconds: 10
     }
 
 const program = Effect.gen(function* () {
@@ -54,7 +54,7 @@ const program = Effect.gen(function* () {
     ? undefined
     : yield* Service.run(env, {
         sagas: settings.e2eSagas,
-        halfRateSeconds: settings.halfRateSeconds,
+        latencySeconds: settings.latencySeconds,
         cpuProfileDir: process.argv.includes("--cpu-prof") ? join(projectRoot, "bench-results", "profiles") : undefined
       })
   const results = {

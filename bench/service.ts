@@ -8,7 +8,8 @@
  *    AWAITING_CONDENSER_INPUT, 2 reply steps each. Its RSS is read with the N sagas waiting there; it stops. The N
  *    sagas are signalled (their solver tasks wait in the outbox); a service starts again and drains them to
  *    COMPLETED, 2 more reply steps each.
- * 3. Half rate, on that service: sagas started at a steady half of its peak saga rate and signalled as they wait.
+ * 3. Latency, on that service: sagas started at a steady quarter, then half, of its peak saga rate and signalled as
+ *    they wait (their starts and signals, by this process, come on top of the reply steps).
  * 2b. Memory-bounded: the first drain of 2. on a fresh batch of N, by one service with its V8 heap bounded
  *    (`memoryBoundedNodeOptions`); its RSS with the N sagas waiting, and its rate.
  * 4. Two processes: the two drains of 2. on a fresh batch of N, each with two services sharing the work.
@@ -83,19 +84,22 @@ export interface ServiceResult {
   }
   readonly oneProcess: Peak
   readonly twoProcesses: Peak
-  readonly halfRate?: {
+  /** At fractions of the one-process peak: a quarter, and half (the rate the latency target is set at). */
+  readonly latency: ReadonlyArray<{
+    readonly fractionOfPeak: number
     readonly targetSagasPerSecond: number
     readonly stepsPerSecond: number
     readonly replyToCommitMs: Quantiles
     /** Consecutive tasks of one saga where the reply to the first leads straight to the second. */
     readonly replyConfirmedToNextTaskMs: Quantiles & { readonly pairs: number }
     readonly commitToNextCommitMs: Quantiles
-  }
+  }>
 }
 
 export interface ServiceOptions {
   readonly sagas: number
-  readonly halfRateSeconds: number
+  /** How long sagas are started at each rate of the latency phase. */
+  readonly latencySeconds: number
   /** A directory for the services' V8 CPU profiles (`--cpu-prof`), one per service process, written as each stops. */
   readonly cpuProfileDir?: string | undefined
 }
@@ -296,11 +300,11 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
      * Sagas started at `sagasPerSecond` on the running service (its HTTP port given) and signalled as they wait.
      * The starts and signals go through this process's engine, as a client's would go through the API.
      */
-    const halfRate = (httpPort: number, sagasPerSecond: number) =>
+    const atRate = (httpPort: number, label: string, sagasPerSecond: number) =>
       Effect.gen(function* () {
         const before = yield* latencyBuckets(httpPort)
         const since = new Date()
-        const total = Math.ceil(sagasPerSecond * options.halfRateSeconds)
+        const total = Math.ceil(sagasPerSecond * options.latencySeconds)
         yield* Effect.gen(function* () {
           while (true) {
             const page = yield* store.find({ state: "AWAITING_CONDENSER_INPUT", limit: 500 })
@@ -317,13 +321,13 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
           const due = startAt + (n * 1000) / sagasPerSecond
           const wait = due - performance.now()
           if (wait > 0) yield* Effect.sleep(wait)
-          yield* Effect.forkScoped(engine.start("BALANCE_CALCULATION", input(n, "half")))
+          yield* Effect.forkScoped(engine.start("BALANCE_CALCULATION", input(n, label)))
         }
-        yield* allIn("half", "COMPLETED", total)
+        yield* allIn(label, "COMPLETED", total)
         const after = yield* latencyBuckets(httpPort)
         const sagaIds = new Set(
           (yield* sql<{ readonly id: string }>`
-            SELECT id FROM orchestrator.saga_instances WHERE context->>'repo' LIKE ${"bench/ok/half%"}`).map(
+            SELECT id FROM orchestrator.saga_instances WHERE context->>'repo' LIKE ${`bench/ok/${label}%`}`).map(
             (row) => row.id
           )
         )
@@ -332,7 +336,7 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
           readTimings(timingsFileOf(effectsFile), sagaIds),
           (bySaga) => taskCount(bySaga) >= replySteps * total,
           10_000,
-          "the worker's timings of the half-rate sagas"
+          `the worker's timings of the ${label} sagas`
         )
         // Each reply step's transition after the one that sent its task; not the signal's, after the wait for it.
         const gaps = (yield* env.superuser(`
@@ -387,9 +391,16 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
         const { window } = yield* drain(1, allIn("one", "COMPLETED", options.sagas))
         const peak = peakOf(1, options.sagas, [oneWaiting.window, window])
         yield* Effect.logWarning("end-to-end, one process", peak)
-        // 3. Half rate, on the service still up.
-        if (options.halfRateSeconds <= 0) return { peak }
-        return { peak, halfRate: yield* halfRate(firstHttpPort, Math.max(1, peak.stepsPerSecond / 2 / replySteps)) }
+        // 3. Latency at a quarter and at half of that peak, on the service still up (warm).
+        if (options.latencySeconds <= 0) return { peak, latency: [] }
+        const latency = yield* Effect.forEach([0.25, 0.5], (fraction) =>
+          atRate(
+            firstHttpPort,
+            `rate${fraction * 100}-`,
+            Math.max(1, (peak.stepsPerSecond * fraction) / replySteps)
+          ).pipe(Effect.map((result) => ({ fractionOfPeak: fraction, ...result })))
+        )
+        return { peak, latency }
       })
     )
 
@@ -434,7 +445,7 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
       memoryBounded,
       oneProcess: oneCompleted.peak,
       twoProcesses,
-      ...(oneCompleted.halfRate === undefined ? {} : { halfRate: oneCompleted.halfRate })
+      latency: oneCompleted.latency
     } satisfies ServiceResult
   }).pipe(
     Effect.scoped,
