@@ -18,10 +18,10 @@ import {
   toStuckSaga,
   toTransitions
 } from "./PgSagaStore/rows.ts"
-import { SagaStore, type StepOutcome } from "./SagaStore.ts"
+import { SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
 import { storeFailure, withTransactionRetry } from "./transactions.ts"
-import { checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
+import { type Advance, checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
 
 const isSagaId = Schema.is(SagaId)
 
@@ -65,16 +65,13 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       VALUES (${saga.id}, ${saga.lockVersion}, ${fromState}, ${saga.currentState}, ${saga.status}, ${event},
               ${detail === undefined ? null : sql.json(detail)}, ${transitionId}, ${DateTime.toDateUtc(saga.updatedAt)})`
 
-  const arm = (saga: SagaInstance, timer: Timer | undefined, replacing: boolean) =>
+  /** A new saga's first timer, if it has one. */
+  const arm = (saga: SagaInstance, timer: Timer | undefined) =>
     timer === undefined
-      ? replacing
-        ? sql`DELETE FROM orchestrator.saga_timers WHERE saga_id = ${saga.id}`
-        : Effect.void
+      ? Effect.void
       : sql`
           INSERT INTO orchestrator.saga_timers (saga_id, due_at, awaiting, lock_version)
-          VALUES (${saga.id}, ${DateTime.toDateUtc(timer.dueAt)}, ${sql.json(timer.awaiting)}, ${saga.lockVersion})
-          ON CONFLICT (saga_id) DO UPDATE
-            SET due_at = excluded.due_at, awaiting = excluded.awaiting, lock_version = excluded.lock_version`
+          VALUES (${saga.id}, ${DateTime.toDateUtc(timer.dueAt)}, ${sql.json(timer.awaiting)}, ${saga.lockVersion})`
 
   /** The outbox rows of `messages`, each with a message id of its own (the id consumers deduplicate by). */
   const outboxRows = (messages: ReadonlyArray<OutboxMessage>) =>
@@ -107,12 +104,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
    * row, the timer (armed, or cleared when the step sets none) and the outbox messages in order. When the update
    * finds another version it returns no row, and nothing else is written.
    */
-  const advance = (
-    saga: SagaInstance,
-    outcome: StepOutcome & { readonly _tag: "Advance" },
-    context: SagaContext,
-    transitionId: string
-  ) =>
+  const advance = (saga: SagaInstance, outcome: Advance, context: SagaContext, transitionId: string) =>
     Effect.gen(function* () {
       const { timer, detail } = outcome
       const messages = yield* outboxRows(outcome.messages ?? [])
@@ -196,7 +188,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           if (claimed.length === 0) return yield* new KeyTaken()
         }
         yield* record(saga, null, "SagaStarted", input.detail, transitionId)
-        yield* arm(saga, input.timer, false)
+        yield* arm(saga, input.timer)
         yield* enqueue(saga, input.messages ?? [])
         return { saga, created: true }
       })
