@@ -234,7 +234,7 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
       Effect.gen(function* () {
         const service = yield* nodeProcess(
           ["src/main.ts"],
-          { ...serviceEnvironment(env, httpPort), ORCH_LOG_LEVEL: "Warning" },
+          { ...serviceEnvironment(env, httpPort), ORCH_LOG_LEVEL: "warn" },
           [
             ...nodeOptions,
             ...(options.cpuProfileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`])

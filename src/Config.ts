@@ -2,7 +2,7 @@
  * Typed configuration: settings from `ORCH_*` environment variables, secrets only from files in the secrets
  * directory (DESIGN §7). A password offered through the environment is refused, naming the file to use instead.
  */
-import { Config, ConfigProvider, Context, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { Config, ConfigProvider, Context, Effect, Layer, LogLevel, Option, Redacted, Schema } from "effect"
 import * as FileSystem from "effect/FileSystem"
 import type { Path } from "effect/Path"
 
@@ -40,6 +40,8 @@ export interface AppConfigShape {
   readonly maxContextBytes: number
   /** Development override: run even when the runtime role can do more than DML (loudly logged). */
   readonly allowPrivilegedDbRole: boolean
+  /** The least severe log level written. */
+  readonly logLevel: LogLevel.LogLevel
   /** Bearer tokens of the HTTP API (secret file `api_tokens`, one per line); None when the file is absent. */
   readonly apiTokens: Option.Option<ReadonlyArray<Redacted.Redacted<string>>>
 }
@@ -62,6 +64,18 @@ const refusedPasswordVariables: ReadonlyArray<readonly [variable: string, file: 
 ]
 
 const optionalString = (name: string) => Config.option(Config.NonEmptyString(name))
+
+/** `ORCH_LOG_LEVEL`, in any case, `warning` for `warn` too; `info` when unset. */
+const logLevel = Effect.gen(function* () {
+  const raw = yield* optionalString("ORCH_LOG_LEVEL")
+  if (Option.isNone(raw)) return "Info" satisfies LogLevel.LogLevel
+  const wanted = raw.value.toLowerCase() === "warning" ? "warn" : raw.value.toLowerCase()
+  const level = LogLevel.values.find((candidate) => candidate.toLowerCase() === wanted)
+  if (level !== undefined) return level
+  return yield* new InvalidConfig({
+    reason: `ORCH_LOG_LEVEL must be one of ${LogLevel.values.map((value) => value.toLowerCase()).join(", ")}`
+  })
+})
 
 const refusePasswordsInEnvironment = Effect.gen(function* () {
   for (const [variable, file] of refusedPasswordVariables) {
@@ -171,6 +185,7 @@ export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem.FileS
       maxContextBytes: yield* Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "ORCH_MAX_CONTEXT_BYTES").pipe(
         Config.withDefault(65536)
       ),
+      logLevel: yield* logLevel,
       apiTokens
     }
   }

@@ -24,6 +24,19 @@ describe("AppConfig", () => {
       assert.strictEqual(config.httpPort, 8080)
       assert.strictEqual(config.maxContextBytes, 65536)
       assert.isTrue(Option.isNone(config.otlpEndpoint))
+      assert.strictEqual(config.logLevel, "Info")
+    })
+  )
+
+  it.effect("reads ORCH_LOG_LEVEL in any case, with `warning` for `warn`, and refuses a level it does not know", () =>
+    Effect.gen(function* () {
+      const dir = secretsDir({})
+      assert.strictEqual((yield* loadWith({ ORCH_SECRETS_DIR: dir, ORCH_LOG_LEVEL: "WARNING" })).logLevel, "Warn")
+      assert.strictEqual((yield* loadWith({ ORCH_SECRETS_DIR: dir, ORCH_LOG_LEVEL: "debug" })).logLevel, "Debug")
+      assert.strictEqual((yield* loadWith({ ORCH_SECRETS_DIR: dir, ORCH_LOG_LEVEL: "Error" })).logLevel, "Error")
+      const reason = yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_LOG_LEVEL: "loud" })
+      assert.include(reason, "ORCH_LOG_LEVEL must be one of")
+      assert.include(reason, "warn")
     })
   )
 

@@ -2,9 +2,10 @@
  * Tracing and logging: the service's outermost layer, so that everything inside logs as JSON and traces into the
  * same tracer. Spans go out with OTLP/HTTP (JSON) when `ORCH_OTLP_ENDPOINT` is set and nowhere otherwise — Effect's
  * own `OtlpTracer` on the global `fetch`, no OpenTelemetry SDK needed. Also sets the metrics' stuck threshold
- * (`ORCH_STUCK_THRESHOLD`, an Effect duration such as `15 minutes`; default 15 minutes).
+ * (`ORCH_STUCK_THRESHOLD`, an Effect duration such as `15 minutes`; default 15 minutes), and the least severe log
+ * level written (`ORCH_LOG_LEVEL`).
  */
-import { Config, Duration, Effect, Layer, Option } from "effect"
+import { Config, Duration, Effect, Layer, Option, References } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpSerialization, OtlpTracer } from "effect/observability"
 import { AppConfig, InvalidConfig } from "../Config.ts"
@@ -47,6 +48,11 @@ export const layer = Layer.unwrap(
           Effect.tap((url) => Effect.logInfo(`exporting traces to ${url.origin}${url.pathname}`)),
           Effect.map(layerTracing)
         )
-    return Layer.mergeAll(Logging.layer, tracing, Layer.succeed(StuckThreshold, stuckThreshold))
+    return Layer.mergeAll(
+      Logging.layer,
+      Layer.succeed(References.MinimumLogLevel, config.logLevel),
+      tracing,
+      Layer.succeed(StuckThreshold, stuckThreshold)
+    )
   })
 )

@@ -3,7 +3,7 @@
  * the tokens of the api_tokens file — without which it does not start.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Exit, Option, Schedule } from "effect"
 import { freePort } from "../utils/PrivateCluster.ts"
 import { passwords } from "../utils/postgres.ts"
 import { secretsDirectory, start, startScoped } from "../utils/processes.ts"
@@ -74,6 +74,34 @@ describe("the service's HTTP API", () => {
         assert.property(JSON.parse(sagas.body), "items")
         assert.strictEqual((yield* get(port, "/v1/sagas")).status, 401)
         assert.strictEqual((yield* get(port, "/healthz")).status, 200)
+        service.child.kill("SIGTERM")
+        assert.strictEqual(yield* service.exited, 0)
+      }),
+    { timeout: 90_000 }
+  )
+
+  it.live(
+    "writes only warnings and worse with ORCH_LOG_LEVEL=warn",
+    () =>
+      Effect.gen(function* () {
+        const port = yield* freePort
+        const service = yield* startScoped(["src/main.ts"], {
+          ORCH_SECRETS_DIR: secretsDirectory({}),
+          ORCH_HTTP_PORT: String(port),
+          ORCH_LOG_LEVEL: "warn"
+        })
+        // The generated token is a warning; the server's "Listening on …" (info) comes before it answers.
+        yield* service.waitFor(/Authorization: Bearer [\w-]+/, 45_000)
+        // Refused (status 0) until the server listens.
+        const healthy = yield* Effect.exit(get(port, "/healthz")).pipe(
+          Effect.map((exit) => (Exit.isSuccess(exit) ? exit.value.status : 0)),
+          Effect.repeat({ schedule: Schedule.spaced("100 millis"), until: (status) => status === 200 }),
+          Effect.timeoutOption("45 seconds")
+        )
+        assert.deepStrictEqual(healthy, Option.some(200))
+        assert.include(service.output(), '"level":"WARN"')
+        assert.notInclude(service.output(), '"level":"INFO"')
+        assert.notInclude(service.output(), "Listening on")
         service.child.kill("SIGTERM")
         assert.strictEqual(yield* service.exited, 0)
       }),
