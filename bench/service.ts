@@ -232,14 +232,10 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
 
     const startService = (httpPort: number, nodeOptions: ReadonlyArray<string>) =>
       Effect.gen(function* () {
-        const service = yield* nodeProcess(
-          ["src/main.ts"],
-          { ...serviceEnvironment(env, httpPort), ORCH_LOG_LEVEL: "warn" },
-          [
-            ...nodeOptions,
-            ...(options.cpuProfileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`])
-          ]
-        )
+        const service = yield* nodeProcess(["src/main.ts"], serviceEnvironment(env, httpPort), [
+          ...nodeOptions,
+          ...(options.cpuProfileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`])
+        ])
         yield* service.waitFor(/consuming queue 'orchestrator.replies'/, 60_000)
         return service
       })
