@@ -12,6 +12,7 @@ import * as Random from "../random.ts"
 import type { Created, CreateSaga, TransactError } from "../store/SagaStore.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import type { AnySagaDefinition } from "./Definition.ts"
+import { begin, type Loaded, readProgress } from "./Engine/moves.ts"
 import * as Observed from "./Engine/observed.ts"
 import * as Transitions from "./Engine/transitions.ts"
 import {
@@ -80,13 +81,13 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const span = yield* Effect.option(Effect.currentSpan)
       // The store may run the step more than once (a retried transaction): the last run is the one that committed.
-      let last: Transitions.Loaded | undefined
+      let last: Loaded | undefined
       const step = (saga: SagaInstance) =>
         Effect.gen(function* () {
           Observed.annotateStepSpan(span, saga)
-          const { progress, context } = yield* Transitions.load(saga)
+          const progress = yield* readProgress(saga)
           const definition = yield* registry.get(saga.sagaType, progress.version, saga.id)
-          last = { saga, definition, context, progress }
+          last = { saga, definition, context: saga.context, progress }
           return yield* decide(last)
         })
       const after = yield* store.transact(
@@ -105,7 +106,7 @@ export const make = Effect.gen(function* () {
     )
     const id = (yield* random.uuidV7()) as SagaId
     yield* Effect.annotateCurrentSpan({ "saga.id": id, "saga.type": sagaType })
-    const first = yield* Transitions.begin(definition, id, definition.initialContext(decoded)).pipe(
+    const first = yield* begin(definition, id, definition.initialContext(decoded)).pipe(
       withRandom,
       // A first step that cannot even build its task is a definition bug, not bad input.
       Effect.orDie
@@ -115,6 +116,7 @@ export const make = Effect.gen(function* () {
       sagaType,
       state: first.state,
       context: first.context,
+      progress: first.progress,
       correlationId: options.correlationId,
       idempotencyKey: options.idempotencyKey,
       messages: first.messages,

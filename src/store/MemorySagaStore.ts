@@ -107,6 +107,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           currentState: input.state,
           status: "RUNNING",
           context,
+          progress: input.progress ?? {},
           correlationId: input.correlationId ?? id,
           lockVersion: 0,
           createdAt: now,
@@ -203,6 +204,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           currentState: outcome.state,
           status: outcome.status,
           context,
+          progress: outcome.progress ?? saga.progress,
           lockVersion: saga.lockVersion + 1,
           updatedAt: yield* DateTime.now
         })

@@ -38,7 +38,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
   // Publishing has effects outside the database: a failed relay transaction is not retried here but by the relay.
   const runOnce = withTransactionRetry(sql, Duration.zero)
 
-  const columns = sql`id, saga_type, current_state, status, context, correlation_id, lock_version, created_at, updated_at`
+  const columns = sql`id, saga_type, current_state, status, context, progress, correlation_id, lock_version, created_at, updated_at`
 
   // Ids come from outside (messages, URLs): one that is not a UUID names no saga, and must not reach PostgreSQL,
   // which would refuse it with an error that looks like an outage.
@@ -132,6 +132,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         WITH updated AS (
           UPDATE orchestrator.saga_instances
           SET current_state = ${outcome.state}, status = ${outcome.status}, context = ${sql.json(context)},
+              progress = ${outcome.progress === undefined ? sql`progress` : sql`${sql.json(outcome.progress)}`},
               lock_version = lock_version + 1
           WHERE id = ${saga.id} AND lock_version = ${saga.lockVersion}
           RETURNING ${columns}
@@ -177,8 +178,10 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         const already = yield* selectSaga(id)
         if (already !== undefined) return { saga: already, created: true }
         const inserted = yield* sql`
-          INSERT INTO orchestrator.saga_instances (id, saga_type, current_state, status, context, correlation_id)
-          VALUES (${id}, ${input.sagaType}, ${input.state}, 'RUNNING', ${sql.json(context)}, ${input.correlationId ?? id})
+          INSERT INTO orchestrator.saga_instances
+            (id, saga_type, current_state, status, context, progress, correlation_id)
+          VALUES (${id}, ${input.sagaType}, ${input.state}, 'RUNNING', ${sql.json(context)},
+                  ${sql.json(input.progress ?? {})}, ${input.correlationId ?? id})
           RETURNING ${columns}`
         const saga = yield* toSaga(inserted[0])
         if (key !== undefined) {
@@ -255,7 +258,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
   const findStuck: SagaStore["Service"]["findStuck"] = (olderThan, options) =>
     Effect.gen(function* () {
       const rows = yield* sql`
-        SELECT s.id, s.saga_type, s.current_state, s.status, s.context, s.correlation_id, s.lock_version,
+        SELECT s.id, s.saga_type, s.current_state, s.status, s.context, s.progress, s.correlation_id, s.lock_version,
                s.created_at, s.updated_at, t.due_at AS timer_due_at, t.awaiting AS timer_awaiting
         FROM orchestrator.saga_instances s
         LEFT JOIN orchestrator.saga_timers t ON t.saga_id = s.id

@@ -187,7 +187,8 @@ describe("ReplyConsumer", () => {
           StepOutcome.Advance({
             state: s.currentState,
             status: s.status,
-            context: { ...s.context, $saga: { ...(s.context.$saga as object), version: 99 } },
+            context: s.context,
+            progress: { ...s.progress, version: 99 },
             event: "WrittenByVersion99"
           })
         )

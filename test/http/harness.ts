@@ -6,11 +6,12 @@
 import { Effect, Layer, Logger, Option, Redacted, Schema } from "effect"
 import { HttpServer, ProblemDetails } from "effect/http"
 import * as MemoryBroker from "../../src/broker/MemoryBroker.ts"
+import { awaitedTaskId } from "../../src/domain/Progress.ts"
 import type { SagaId } from "../../src/domain/Saga.ts"
 import { ApiTokens } from "../../src/http/ApiTokens.ts"
 import * as Server from "../../src/http/Server.ts"
+import { readProgress } from "../../src/saga/Engine/moves.ts"
 import { Engine, layer as engineLayer } from "../../src/saga/Engine.ts"
-import { Progress, progressKey } from "../../src/saga/Progress.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { definitions } from "../../src/sagas/index.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
@@ -88,8 +89,8 @@ export const input = (overrides: Record<string, unknown> = {}) => ({
 export const answer = (sagaId: SagaId, result: Record<string, string>) =>
   Effect.gen(function* () {
     const saga = yield* SagaStore.use((store) => store.get(sagaId))
-    const progress = yield* Schema.decodeUnknownEffect(Progress)(saga.context[progressKey])
-    const taskId = Option.getOrThrow(Option.fromNullishOr(progress.taskId))
+    const progress = yield* readProgress(saga)
+    const taskId = Option.getOrThrow(Option.fromNullishOr(awaitedTaskId(progress)))
     return yield* Engine.use((engine) =>
       engine.reply({ sagaId, taskId, outcome: "succeeded", result: result as never })
     )
@@ -102,14 +103,16 @@ export const toCondenserInput = (sagaId: SagaId) =>
   )
 
 /**
- * Everything the API could change, in one line: every saga row (version, state, status, context, timestamps) and
+ * Everything the API could change, in one line: every saga row (version, state, status, context, progress,
+ * timestamps) and
  * the row counts of history, outbox, timers, idempotency keys and ignored events.
  */
 export const snapshot = Effect.flatMap(TestDatabase, (db) =>
   db.superuser(`
     SELECT concat_ws(' | ',
       (SELECT md5(coalesce(string_agg(
-          concat_ws(',', id, lock_version, current_state, status, context::text, correlation_id, updated_at),
+          concat_ws(',', id, lock_version, current_state, status, context::text, progress::text, correlation_id,
+            updated_at),
           ';' ORDER BY id), '')) FROM orchestrator.saga_instances),
       (SELECT count(*) FROM orchestrator.saga_instances),
       (SELECT count(*) FROM orchestrator.saga_transitions),
