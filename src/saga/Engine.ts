@@ -129,36 +129,37 @@ export const make = Effect.gen(function* () {
     return created
   })
 
-  return Engine.of({
-    start,
-    reply: (reply) =>
-      // The id comes from outside: one that is not even a saga id names no saga (the database would refuse it).
-      Schema.decodeUnknownEffect(SagaId)(reply.sagaId).pipe(
-        Effect.mapError(() => new SagaNotFound({ sagaId: reply.sagaId })),
-        Effect.flatMap((sagaId) =>
-          Effect.flatMap(Clock.currentTimeMillis, (receivedAt) =>
-            drive(sagaId, Transitions.onReply(reply), { receivedAt })
-          )
-        ),
-        Effect.withSpan("Engine.reply", { attributes: { "saga.id": reply.sagaId, "task.id": reply.taskId } })
-      ),
-    signal: (sagaId, name, data) =>
-      drive(sagaId, Transitions.onSignal(name, data)).pipe(
-        Effect.withSpan("Engine.signal", { attributes: { "saga.id": sagaId, "signal.name": name } })
-      ),
-    fire: (timer) =>
-      drive(timer.sagaId, Transitions.onTimer(timer), { expectedVersion: timer.lockVersion }).pipe(
-        Effect.withSpan("Engine.fire", { attributes: { "saga.id": timer.sagaId } })
-      ),
-    retry: (sagaId, expectedVersion) =>
-      drive(sagaId, Transitions.onRetry, { expectedVersion }).pipe(
-        Effect.withSpan("Engine.retry", { attributes: { "saga.id": sagaId } })
-      ),
-    cancel: (sagaId, expectedVersion) =>
-      drive(sagaId, Transitions.onCancel, { expectedVersion }).pipe(
-        Effect.withSpan("Engine.cancel", { attributes: { "saga.id": sagaId } })
-      )
+  const reply = Effect.fn("Engine.reply")(function* (reply: ReplyMessage) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": reply.sagaId, "task.id": reply.taskId })
+    const receivedAt = yield* Clock.currentTimeMillis
+    // The id comes from outside: one that is not even a saga id names no saga (the database would refuse it).
+    const sagaId = yield* Schema.decodeUnknownEffect(SagaId)(reply.sagaId).pipe(
+      Effect.mapError(() => new SagaNotFound({ sagaId: reply.sagaId }))
+    )
+    return yield* drive(sagaId, Transitions.onReply(reply), { receivedAt })
   })
+
+  const signal = Effect.fn("Engine.signal")(function* (sagaId: SagaId, name: string, data: unknown) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": sagaId, "signal.name": name })
+    return yield* drive(sagaId, Transitions.onSignal(name, data))
+  })
+
+  const fire = Effect.fn("Engine.fire")(function* (timer: DueTimer) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": timer.sagaId })
+    return yield* drive(timer.sagaId, Transitions.onTimer(timer), { expectedVersion: timer.lockVersion })
+  })
+
+  const retry = Effect.fn("Engine.retry")(function* (sagaId: SagaId, expectedVersion?: number) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": sagaId })
+    return yield* drive(sagaId, Transitions.onRetry, { expectedVersion })
+  })
+
+  const cancel = Effect.fn("Engine.cancel")(function* (sagaId: SagaId, expectedVersion?: number) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": sagaId })
+    return yield* drive(sagaId, Transitions.onCancel, { expectedVersion })
+  })
+
+  return Engine.of({ start, reply, signal, fire, retry, cancel })
 })
 
 /** The engine over the SagaStore and SagaRegistry in context. */

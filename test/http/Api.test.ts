@@ -159,7 +159,11 @@ layer(H.layer, { excludeTestServices: true, timeout: "60 seconds" })("HTTP API v
       const stored = yield* db.superuser(
         `SELECT context ? '$saga', progress ->> 'version' FROM orchestrator.saga_instances WHERE id = '${saga.id}'`
       )
-      assert.strictEqual(stored.trim(), "f|1", "the context column holds no engine bookkeeping; the progress column does")
+      assert.strictEqual(
+        stored.trim(),
+        "f|1",
+        "the context column holds no engine bookkeeping; the progress column does"
+      )
     })
   )
 
