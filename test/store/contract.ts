@@ -127,6 +127,31 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
       })
     )
 
+    it.effect(
+      "keeps the engine's progress beside the context: outside the size limit, replaced only when a step gives it",
+      () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore
+          // A context just under the limit, and progress that would take it over if it counted.
+          const context = { blob: "x".repeat(limit - 20) }
+          const progress = { version: 1, completed: ["a".repeat(1_000)] }
+          const { saga } = yield* start({ context, progress })
+          assert.deepStrictEqual(saga.context, context)
+          assert.deepStrictEqual(saga.progress, progress)
+          const kept = yield* store.transact(saga.id, advance("KEPT"))
+          assert.deepStrictEqual(kept.progress, progress)
+          const replaced = yield* store.transact(
+            saga.id,
+            advance("REPLACED", {}, { progress: { version: 1, step: 1 } })
+          )
+          assert.deepStrictEqual((yield* store.get(saga.id)).progress, { version: 1, step: 1 })
+          assert.deepStrictEqual(replaced.context, context)
+          const bad = yield* Effect.flip(store.transact(saga.id, advance("X", {}, { progress: [] as never })))
+          assert.deepInclude(bad, { _tag: "InvalidSagaData", field: "progress" })
+          assert.deepStrictEqual((yield* start()).saga.progress, {}, "a saga created without progress has none")
+        })
+    )
+
     it.effect.each([
       ["an array", [1, 2]],
       ["a string", "not an object"],
