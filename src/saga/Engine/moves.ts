@@ -5,7 +5,14 @@
  */
 import { Cause, DateTime, Duration, Effect, Option, Schedule, Schema } from "effect"
 import { SecureRandom } from "effect/crypto"
-import { Exchanges, Queues, type TaskMessage } from "../../domain/Messages.ts"
+import {
+  type CancellationNotice,
+  type CancellationReason,
+  cancellationRoutingKey,
+  Exchanges,
+  Queues,
+  type TaskMessage
+} from "../../domain/Messages.ts"
 import * as Progress from "../../domain/Progress.ts"
 import type { OutboxMessage, SagaContext, SagaInstance, SagaStatus, Timer } from "../../domain/Saga.ts"
 import * as TraceContext from "../../observability/TraceContext.ts"
@@ -70,6 +77,9 @@ const advance = (move: {
     timer: move.timer
   })
 
+/** The same for every attempt of one step (or compensation) of one saga: what workers make side effects idempotent by. */
+const stepKeyOf = (saga: SagaInstance, stepName: string) => `${saga.id}/${stepName}`
+
 /**
  * A task message for the outbox, with a fresh task id, and the timer that waits for its reply. Its `traceparent`
  * header names the current span — the engine operation that decided the step — so the worker's spans join its trace.
@@ -77,6 +87,7 @@ const advance = (move: {
 const sendTask = Effect.fnUntraced(function* (
   saga: SagaInstance,
   task: {
+    readonly stepName: string
     readonly taskType: string
     readonly attempt: number
     readonly payload: JsonObject
@@ -89,6 +100,7 @@ const sendTask = Effect.fnUntraced(function* (
     sagaType: saga.sagaType,
     taskId,
     taskType: task.taskType,
+    stepKey: stepKeyOf(saga, task.stepName),
     attempt: task.attempt,
     replyTo: Queues.replies,
     payload: task.payload as TaskMessage["payload"]
@@ -151,7 +163,13 @@ export const enterStep = Effect.fnUntraced(function* (
     })
   }
   const payload = yield* lift(step.payload(context))
-  const sent = yield* sendTask(saga, { taskType: step.taskType, attempt, payload, timeout: step.timeout })
+  const sent = yield* sendTask(saga, {
+    stepName: step.name,
+    taskType: step.taskType,
+    attempt,
+    payload,
+    timeout: step.timeout
+  })
   return advance({
     state: step.state,
     status: "RUNNING",
@@ -213,7 +231,13 @@ export const enterCompensation = Effect.fnUntraced(function* (
     Effect.catchTag("StepFailed", (e) => Effect.die(`compensation ${undo.name} cannot build its task: ${e.message}`))
   )
   const { attempt } = move
-  const sent = yield* sendTask(saga, { taskType: undo.taskType, attempt, payload, timeout: undo.timeout })
+  const sent = yield* sendTask(saga, {
+    stepName: undo.name,
+    taskType: undo.taskType,
+    attempt,
+    payload,
+    timeout: undo.timeout
+  })
   return advance({
     state: undo.state,
     status: "COMPENSATING",
@@ -308,6 +332,41 @@ export const compensationFailed = Effect.fnUntraced(function* (loaded: Loaded, f
     detail: reason
   })
 })
+
+/**
+ * The task the saga waits for, given up: a cancellation notice for it joins the outcome's messages, so a worker still
+ * working on it may stop. Nothing is added when no task is awaited or the outcome changes nothing.
+ */
+export const abandoning =
+  (loaded: Loaded, reason: CancellationReason) =>
+  <E, R>(decided: Effect.Effect<StepOutcome, E, R>) =>
+    Effect.gen(function* () {
+      const outcome = yield* decided
+      const { saga, definition, progress } = loaded
+      const awaiting = progress.awaiting
+      if (outcome._tag !== "Advance" || awaiting?._tag !== "Reply") return outcome
+      const undoing = progress.compensation?.pending[0]
+      const stepName =
+        undoing === undefined
+          ? (definition.steps[progress.step]?.name ?? "")
+          : (taskStep(definition, undoing)?.compensation?.name ?? undoing)
+      const notice: CancellationNotice = {
+        sagaId: saga.id,
+        sagaType: saga.sagaType,
+        taskId: awaiting.taskId,
+        taskType: awaiting.taskType,
+        stepKey: stepKeyOf(saga, stepName),
+        attempt: progress.attempt,
+        reason
+      }
+      const message: OutboxMessage = {
+        exchange: Exchanges.tasks,
+        routingKey: cancellationRoutingKey(awaiting.taskType),
+        payload: notice,
+        headers: yield* TraceContext.currentHeaders
+      }
+      return StepOutcome.Advance({ ...outcome, messages: [message, ...(outcome.messages ?? [])] })
+    })
 
 export const ignore = (event: string, detail: unknown) =>
   Effect.succeed(StepOutcome.Stay({ ignored: { event, detail } }))

@@ -19,6 +19,7 @@ import { StepOutcome } from "../../store/SagaStore.ts"
 import { lift } from "../Definition.ts"
 import { InvalidSignalData, NothingToRetry, SagaFinished, SignalNotExpected } from "../errors.ts"
 import {
+  abandoning,
   compensateFor,
   compensationFailed,
   enterCompensation,
@@ -122,9 +123,11 @@ export const onTimer =
         case "Reply": {
           if (awaitedTaskId(progress) !== due.awaiting.taskId) return StepOutcome.Stay({})
           const failure = { code: "timeout", message: `no reply to ${due.awaiting.taskType} in time`, retryable: true }
-          if (progress.compensation !== undefined) return yield* compensationFailed(loaded, failure)
+          if (progress.compensation !== undefined) {
+            return yield* compensationFailed(loaded, failure).pipe(abandoning(loaded, "timed_out"))
+          }
           if (step?._tag !== "Task") return StepOutcome.Stay({})
-          return yield* stepFailed(loaded, step, failure)
+          return yield* stepFailed(loaded, step, failure).pipe(abandoning(loaded, "timed_out"))
         }
         case "Timer": {
           const attempt = progress.attempt + 1
@@ -147,6 +150,9 @@ export const onTimer =
     })
 
 export const onRetry: Decide<SagaFinished | NothingToRetry> = (loaded) =>
+  retry(loaded).pipe(abandoning(loaded, "superseded"))
+
+const retry: Decide<SagaFinished | NothingToRetry> = (loaded) =>
   Effect.gen(function* () {
     const { saga, definition, progress } = loaded
     if (!isActive(saga.status)) return yield* new SagaFinished({ sagaId: saga.id, status: saga.status })
@@ -164,7 +170,9 @@ export const onRetry: Decide<SagaFinished | NothingToRetry> = (loaded) =>
     }).pipe(Effect.catchTag("StepFailed", compensateFor(loaded, step.name)))
   })
 
-export const onCancel: Decide<SagaFinished> = (loaded) =>
+export const onCancel: Decide<SagaFinished> = (loaded) => cancel(loaded).pipe(abandoning(loaded, "saga_cancelled"))
+
+const cancel: Decide<SagaFinished> = (loaded) =>
   Effect.gen(function* () {
     const { saga, definition, progress } = loaded
     if (!isActive(saga.status)) return yield* new SagaFinished({ sagaId: saga.id, status: saga.status })

@@ -5,7 +5,7 @@
 import type { SagaId, SagaStatus } from "../../../src/domain/Saga.ts"
 
 /** The worker's plans (see test/worker/worker.ts) that these tests use. */
-export type Plan = "ok" | "retry-mesh" | "fatal-solver" | "duplicate" | "late"
+export type Plan = "ok" | "retry-mesh" | "fatal-solver" | "duplicate" | "late" | "hang-solver"
 
 interface Expected {
   readonly status: SagaStatus
@@ -61,7 +61,19 @@ export const expected: Record<Plan, Expected> = {
   // Each of the four replies comes three times: twice with the same message id, once more as a new message.
   duplicate: { status: "COMPLETED", history: forward, tasks: forwardTasks, ignored: 8 },
   // Each of the four replies comes once more, 2 s later.
-  late: { status: "COMPLETED", history: forward, tasks: forwardTasks, ignored: 4 }
+  late: { status: "COMPLETED", history: forward, tasks: forwardTasks, ignored: 4 },
+  // The solver never answers; the saga is cancelled while it runs: the run is discarded, then the branch deleted.
+  "hang-solver": {
+    status: "CANCELLED",
+    history: [
+      ...forward.slice(0, 4),
+      "DISCARDING_SOLVER_RUN CancelRequested",
+      "DELETING_BRANCH CompensationSucceeded",
+      "CANCELLED SagaCancelled"
+    ],
+    tasks: [...forwardTasks.slice(0, 2), "solver.discard_run#1", "gitlab.delete_branch#1"],
+    ignored: 0
+  }
 }
 
 /** A saga a test started, and the plan it runs. */
