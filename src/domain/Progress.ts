@@ -28,6 +28,14 @@ export const Compensation = Schema.Struct({
 })
 export type Compensation = typeof Compensation.Type
 
+/** The last sign of life of the task the saga waits for, with the worker's progress. */
+export const Heartbeat = Schema.Struct({
+  at: Schema.DateTimeUtcFromString,
+  percent: Schema.optionalKey(Schema.Number),
+  message: Schema.optionalKey(Schema.String)
+})
+export type Heartbeat = typeof Heartbeat.Type
+
 export const Progress = Schema.Struct({
   /** The definition version the saga started with, and the only one that drives it. */
   version: Schema.Int,
@@ -39,6 +47,8 @@ export const Progress = Schema.Struct({
   awaiting: Schema.NullOr(Awaiting),
   /** When waiting ends: the reply or signal times out, or the back-off is over. */
   deadline: Schema.NullOr(Schema.DateTimeUtcFromString),
+  /** The awaited task's last heartbeat; written beside the saga's versioned steps, cleared by the next one. */
+  heartbeat: Schema.optionalKey(Heartbeat),
   /** Forward steps completed, in order. */
   completed: Schema.Array(Schema.String),
   compensation: Schema.optionalKey(Compensation)
@@ -49,6 +59,10 @@ const encodeProgress = Schema.encodeSync(Progress)
 
 /** The progress as the store keeps it: a JSON object. */
 export const toJson = (progress: Progress): SagaProgress => encodeProgress(progress) as SagaProgress
+
+/** A heartbeat as the store merges it into the progress it keeps (see `SagaStore.recordHeartbeat`). */
+export const heartbeatJson = (heartbeat: Heartbeat): SagaProgress =>
+  ({ heartbeat: Schema.encodeSync(Heartbeat)(heartbeat) }) as SagaProgress
 
 /** The task whose reply the saga waits for, if it waits for one. */
 export const awaitedTaskId = (progress: Progress): string | undefined =>

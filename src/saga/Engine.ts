@@ -3,16 +3,17 @@
  * through `SagaStore.transact`, so each change is one locked, versioned transaction writing state, outbox messages,
  * timer and history together. The decisions themselves live in `Engine/transitions.ts`.
  */
-import { Clock, Context, Effect, Layer, Option, Schema } from "effect"
+import { Clock, Context, DateTime, Effect, Layer, Option, Schema } from "effect"
 import { SecureRandom } from "effect/crypto"
-import { SagaNotFound } from "../domain/errors.ts"
-import type { ReplyMessage } from "../domain/Messages.ts"
-import { type DueTimer, SagaId, type SagaInstance } from "../domain/Saga.ts"
+import { SagaNotFound, type StoreUnavailable } from "../domain/errors.ts"
+import type { HeartbeatMessage, ReplyMessage } from "../domain/Messages.ts"
+import { awaitedTaskId, heartbeatJson } from "../domain/Progress.ts"
+import { type DueTimer, isActive, SagaId, type SagaInstance } from "../domain/Saga.ts"
 import * as Random from "../random.ts"
 import type { Created, CreateSaga, TransactError } from "../store/SagaStore.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import type { AnySagaDefinition } from "./Definition.ts"
-import { begin, type Loaded, readProgress } from "./Engine/moves.ts"
+import { begin, heartbeatDue, type Loaded, readProgress } from "./Engine/moves.ts"
 import * as Observed from "./Engine/observed.ts"
 import * as Transitions from "./Engine/transitions.ts"
 import {
@@ -47,6 +48,13 @@ export class Engine extends Context.Service<
     readonly reply: (reply: ReplyMessage) => Driven
     /** Delivers a signal (human input); refused with a typed error, changing nothing, when unexpected or invalid. */
     readonly signal: (sagaId: SagaId, name: string, data: unknown) => Driven<SignalNotExpected | InvalidSignalData>
+    /**
+     * Records a worker's heartbeat for the task the saga waits for, pushing the attempt's heartbeat deadline on;
+     * returns whether it counted. One for any other task (late, unknown, for a saga that moved on) changes nothing.
+     */
+    readonly heartbeat: (
+      message: HeartbeatMessage
+    ) => Effect.Effect<boolean, StoreUnavailable | UnknownDefinitionVersion | CorruptProgress>
     /** Fires a claimed timer: a step timeout, a retry back-off, or a signal deadline. */
     readonly fire: (timer: DueTimer) => Driven
     /** Operator repair: sends the current task again (a stuck compensation too). */
@@ -55,6 +63,8 @@ export class Engine extends Context.Service<
     readonly cancel: (sagaId: SagaId, expectedVersion?: number) => Driven<SagaFinished>
   }
 >()("saga-orchestrator/saga/Engine") {}
+
+const isSagaId = Schema.is(SagaId)
 
 type CreateError = Effect.Error<ReturnType<SagaStore["Service"]["create"]>>
 
@@ -144,6 +154,27 @@ export const make = Effect.gen(function* () {
     return yield* drive(sagaId, Transitions.onSignal(name, data))
   })
 
+  const heartbeat = Effect.fn("Engine.heartbeat")(function* (message: HeartbeatMessage) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": message.sagaId, "task.id": message.taskId })
+    if (!isSagaId(message.sagaId)) return false
+    const saga = yield* store.get(message.sagaId).pipe(Effect.catchTag("SagaNotFound", () => Effect.succeed(undefined)))
+    if (saga === undefined || !isActive(saga.status)) return false
+    const progress = yield* readProgress(saga)
+    if (awaitedTaskId(progress) !== message.taskId) return false
+    const definition = yield* registry.get(saga.sagaType, progress.version, saga.id)
+    const step = progress.compensation === undefined ? definition.steps[progress.step] : undefined
+    const heartbeatTimeout = step?._tag === "Task" ? step.heartbeatTimeout : undefined
+    const dueAt =
+      heartbeatTimeout === undefined || progress.deadline === null
+        ? undefined
+        : yield* heartbeatDue(progress.deadline, heartbeatTimeout)
+    const at = yield* DateTime.now
+    return yield* store.recordHeartbeat(saga.id, message.taskId, {
+      progress: heartbeatJson({ at, ...message.progress }),
+      dueAt
+    })
+  })
+
   const fire = Effect.fn("Engine.fire")(function* (timer: DueTimer) {
     yield* Effect.annotateCurrentSpan({ "saga.id": timer.sagaId })
     return yield* drive(timer.sagaId, Transitions.onTimer(timer), { expectedVersion: timer.lockVersion })
@@ -159,7 +190,7 @@ export const make = Effect.gen(function* () {
     return yield* drive(sagaId, Transitions.onCancel, { expectedVersion })
   })
 
-  return Engine.of({ start, reply, signal, fire, retry, cancel })
+  return Engine.of({ start, reply, signal, heartbeat, fire, retry, cancel })
 })
 
 /** The engine over the SagaStore and SagaRegistry in context. */

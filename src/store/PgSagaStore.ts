@@ -21,7 +21,15 @@ import {
 import { SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
 import { storeFailure, withTransactionRetry } from "./transactions.ts"
-import { type Advance, checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
+import {
+  type Advance,
+  checkAdvance,
+  checkCreate,
+  checkFilter,
+  checkIgnored,
+  checkProgress,
+  encodeCursor
+} from "./validate.ts"
 
 const isSagaId = Schema.is(SagaId)
 
@@ -331,6 +339,30 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       return saga
     }).pipe(Effect.withSpan("SagaStore.transact", { attributes: { "saga.id": id } }))
 
+  // Locks the saga row before its timer's, in the order `transact` takes them, so the two never deadlock. The timer
+  // must be the one armed at the saga's current version and await this very task.
+  const recordHeartbeat: SagaStore["Service"]["recordHeartbeat"] = (id, taskId, heartbeat) =>
+    Effect.gen(function* () {
+      if (!isSagaId(id)) return false
+      const progress = yield* checkProgress(heartbeat.progress).pipe(Effect.orDie)
+      const dueAt = heartbeat.dueAt === undefined ? null : DateTime.toDateUtc(heartbeat.dueAt)
+      const rows = yield* sql<{ readonly recorded: number }>`
+        WITH saga AS (
+          UPDATE orchestrator.saga_instances s SET progress = s.progress || ${sql.json(progress)}::jsonb
+          WHERE s.id = ${id} AND EXISTS (
+            SELECT 1 FROM orchestrator.saga_timers t
+            WHERE t.saga_id = s.id AND t.lock_version = s.lock_version
+              AND t.awaiting ->> '_tag' = 'Reply' AND t.awaiting ->> 'taskId' = ${taskId})
+          RETURNING s.id
+        ), timer AS (
+          UPDATE orchestrator.saga_timers t SET due_at = COALESCE(${dueAt}::timestamptz, t.due_at)
+          FROM saga WHERE t.saga_id = saga.id
+          RETURNING t.saga_id
+        )
+        SELECT count(*)::int AS recorded FROM saga`.pipe(Effect.mapError(storeFailure("recordHeartbeat")))
+      return (rows[0]?.recorded ?? 0) > 0
+    }).pipe(Effect.withSpan("SagaStore.recordHeartbeat", { attributes: { "saga.id": id } }))
+
   const wasApplied = (id: SagaId, transitionId: string) =>
     sql`SELECT 1 FROM orchestrator.saga_transitions WHERE saga_id = ${id} AND transition_id = ${transitionId}`.pipe(
       Effect.map((rows) => rows.length > 0)
@@ -368,6 +400,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     findStuck,
     claimDue,
     transact,
+    recordHeartbeat,
     summary: reports.summary,
     countActive: reports.countActive,
     publishOutbox

@@ -151,6 +151,17 @@ export class SagaStore extends Context.Service<
       step: (saga: SagaInstance) => Effect.Effect<StepOutcome, E, R>,
       options?: TransactOptions
     ) => Effect.Effect<SagaInstance, E | TransactError, R>
+    /**
+     * Records a sign of life of the task the saga waits for, without a step: merges `progress` into the saga's
+     * progress (top-level keys) and, with `dueAt`, moves the saga's timer there. Only while the saga's timer, armed at
+     * its current version, awaits the reply to `taskId`; returns whether it was recorded. The lock version and the
+     * history do not change; `updated_at` does (a saga whose worker is alive is not stuck).
+     */
+    readonly recordHeartbeat: (
+      id: SagaId,
+      taskId: string,
+      heartbeat: { readonly progress: SagaProgress; readonly dueAt?: DateTime.Utc | undefined }
+    ) => Effect.Effect<boolean, StoreError>
     /** Sagas by status and the outbox backlog, for health reports and metrics. */
     readonly summary: Effect.Effect<StoreSummary, StoreError>
     /** Active sagas counted by type, status and state, with how many of them are stuck, for metrics. */

@@ -29,7 +29,7 @@ const checkCorrelationId = decode(Schema.NonEmptyString, "correlationId")
 const checkIdempotencyKey = decode(Schema.NonEmptyString, "idempotencyKey")
 const checkDetail = decode(Schema.Json, "detail")
 const checkContextShape = decode(SagaContext, "context")
-const checkProgress = decode(SagaProgress, "progress")
+export const checkProgress = decode(SagaProgress, "progress")
 const checkMessages = decode(Schema.Array(OutboxMessage), "messages")
 const checkTimer = decode(Schema.UndefinedOr(Timer), "timer")
 

@@ -94,6 +94,13 @@ export const Progress = Schema.Struct({
   deadline: Schema.NullOr(Timestamp).annotate({
     description: "When waiting ends: the reply or signal times out, or the back-off is over"
   }),
+  heartbeat: Schema.NullOr(
+    Schema.Struct({
+      at: Timestamp.annotate({ description: "When the worker last sent one" }),
+      percent: Schema.optionalKey(Schema.Number.annotate({ description: "How far the worker says it is, 0 to 100" })),
+      message: Schema.optionalKey(Schema.String.annotate({ description: "The worker's own words on its progress" }))
+    })
+  ).annotate({ description: "The awaited task's last heartbeat, with its progress; null when none came" }),
   completed: Schema.Array(Schema.String).annotate({ description: "Forward steps completed, in order" }),
   compensation: Schema.NullOr(
     Schema.Struct({

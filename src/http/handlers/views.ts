@@ -27,6 +27,7 @@ export const progress = (instance: SagaInstance): R.Progress | null =>
         attempt: p.attempt,
         awaiting: p.awaiting === null ? null : awaited(p.awaiting),
         deadline: p.deadline,
+        heartbeat: p.heartbeat ?? null,
         completed: p.completed,
         compensation:
           p.compensation === undefined

@@ -50,7 +50,9 @@ const after = (timeout: Duration.Duration) =>
 
 /**
  * The one place a move becomes an outcome: what the progress says the saga waits for, and until when, is the timer
- * the store arms (none: nothing is awaited).
+ * the store arms (none: nothing is awaited). `deadline` is when waiting ends for good, when that is later than the
+ * timer (a heartbeat due before the step's timeout). A heartbeat belongs to the attempt it came for: every move
+ * clears it.
  */
 const advance = (move: {
   readonly state: string
@@ -61,28 +63,32 @@ const advance = (move: {
   readonly detail: unknown
   readonly messages?: ReadonlyArray<OutboxMessage> | undefined
   readonly timer?: Timer | undefined
-}) =>
-  StepOutcome.Advance({
+  readonly deadline?: DateTime.Utc | undefined
+}) => {
+  const { heartbeat: _, ...progress } = move.progress
+  return StepOutcome.Advance({
     state: move.state,
     status: move.status,
     context: move.context as SagaContext,
     progress: Progress.toJson({
-      ...move.progress,
+      ...progress,
       awaiting: move.timer?.awaiting ?? null,
-      deadline: move.timer?.dueAt ?? null
+      deadline: move.deadline ?? move.timer?.dueAt ?? null
     }),
     event: move.event,
     detail: move.detail,
     messages: move.messages,
     timer: move.timer
   })
+}
 
 /** The same for every attempt of one step (or compensation) of one saga: what workers make side effects idempotent by. */
 const stepKeyOf = (saga: SagaInstance, stepName: string) => `${saga.id}/${stepName}`
 
 /**
- * A task message for the outbox, with a fresh task id, and the timer that waits for its reply. Its `traceparent`
- * header names the current span — the engine operation that decided the step — so the worker's spans join its trace.
+ * A task message for the outbox, with a fresh task id, and the timer that waits for its reply: due at the step's
+ * timeout, or sooner, at the first heartbeat's, when the step expects heartbeats. Its `traceparent` header names the
+ * current span — the engine operation that decided the step — so the worker's spans join its trace.
  */
 const sendTask = Effect.fnUntraced(function* (
   saga: SagaInstance,
@@ -92,9 +98,12 @@ const sendTask = Effect.fnUntraced(function* (
     readonly attempt: number
     readonly payload: JsonObject
     readonly timeout: Duration.Duration
+    readonly heartbeatTimeout?: Duration.Duration | undefined
   }
 ) {
   const taskId = yield* (yield* SecureRandom.SecureRandom).uuidV7()
+  const heartbeat =
+    task.heartbeatTimeout === undefined ? {} : { heartbeatTimeoutMs: heartbeatMillis(task.heartbeatTimeout) }
   const body: TaskMessage = {
     sagaId: saga.id,
     sagaType: saga.sagaType,
@@ -103,16 +112,24 @@ const sendTask = Effect.fnUntraced(function* (
     stepKey: stepKeyOf(saga, task.stepName),
     attempt: task.attempt,
     replyTo: Queues.replies,
+    ...heartbeat,
     payload: task.payload as TaskMessage["payload"]
   }
   const headers = yield* TraceContext.currentHeaders
   const message: OutboxMessage = { exchange: Exchanges.tasks, routingKey: task.taskType, payload: body, headers }
+  const deadline = yield* after(task.timeout)
   const timer: Timer = {
-    dueAt: yield* after(task.timeout),
+    dueAt: task.heartbeatTimeout === undefined ? deadline : yield* heartbeatDue(deadline, task.heartbeatTimeout),
     awaiting: { _tag: "Reply", taskId, taskType: task.taskType }
   }
-  return { taskId, messages: [message], timer }
+  return { taskId, messages: [message], timer, deadline }
 })
+
+const heartbeatMillis = (timeout: Duration.Duration) => Math.max(1, Math.round(Duration.toMillis(timeout)))
+
+/** When the next heartbeat is due: a heartbeat timeout from now, but never after the step's deadline. */
+export const heartbeatDue = (deadline: DateTime.Utc, heartbeatTimeout: Duration.Duration) =>
+  Effect.map(after(heartbeatTimeout), (due) => DateTime.min(due, deadline))
 
 /** The delay before the next attempt after `attempts` attempts, or none when the policy is exhausted. */
 export const retryDelay = (policy: RetryPolicy, attempts: number) =>
@@ -168,7 +185,8 @@ export const enterStep = Effect.fnUntraced(function* (
     taskType: step.taskType,
     attempt,
     payload,
-    timeout: step.timeout
+    timeout: step.timeout,
+    heartbeatTimeout: step.heartbeatTimeout
   })
   return advance({
     state: step.state,
@@ -178,7 +196,8 @@ export const enterStep = Effect.fnUntraced(function* (
     event,
     detail: { ...detail, step: step.name, taskType: step.taskType, taskId: sent.taskId, attempt },
     messages: sent.messages,
-    timer: sent.timer
+    timer: sent.timer,
+    deadline: sent.deadline
   })
 })
 

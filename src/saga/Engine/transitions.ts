@@ -10,7 +10,7 @@
  * - compensation undoes the completed steps in reverse order, starting with the step that was running when the saga
  *   failed (its task may have done part of its work); compensations must therefore be idempotent.
  */
-import { Effect, Schema } from "effect"
+import { DateTime, Effect, Schema } from "effect"
 import type { SecureRandom } from "effect/crypto"
 import type { ReplyMessage } from "../../domain/Messages.ts"
 import { awaitedTaskId } from "../../domain/Progress.ts"
@@ -122,12 +122,19 @@ export const onTimer =
       switch (due.awaiting._tag) {
         case "Reply": {
           if (awaitedTaskId(progress) !== due.awaiting.taskId) return StepOutcome.Stay({})
-          const failure = { code: "timeout", message: `no reply to ${due.awaiting.taskType} in time`, retryable: true }
-          if (progress.compensation !== undefined) {
-            return yield* compensationFailed(loaded, failure).pipe(abandoning(loaded, "timed_out"))
-          }
+          // Due before the attempt's deadline: it was the heartbeat that did not come.
+          const missedHeartbeat = progress.deadline !== null && DateTime.isLessThan(due.dueAt, progress.deadline)
+          const failure = missedHeartbeat
+            ? {
+                code: "heartbeat_timeout",
+                message: `no heartbeat from ${due.awaiting.taskType} in time`,
+                retryable: true
+              }
+            : { code: "timeout", message: `no reply to ${due.awaiting.taskType} in time`, retryable: true }
+          const abandoned = abandoning(loaded, missedHeartbeat ? "heartbeat_missed" : "timed_out")
+          if (progress.compensation !== undefined) return yield* compensationFailed(loaded, failure).pipe(abandoned)
           if (step?._tag !== "Task") return StepOutcome.Stay({})
-          return yield* stepFailed(loaded, step, failure).pipe(abandoning(loaded, "timed_out"))
+          return yield* stepFailed(loaded, step, failure).pipe(abandoned)
         }
         case "Timer": {
           const attempt = progress.attempt + 1
