@@ -194,23 +194,19 @@ const signal = Command.make(
   })
 ).pipe(Command.withDescription("Deliver a signal (human input) to a saga"))
 
-const retry = Command.make(
-  "retry",
-  { id: sagaId, ifMatch, json },
-  Effect.fnUntraced(function* ({ id, ifMatch, json }) {
-    const engine = yield* Engine
-    yield* printSaga(yield* engine.retry(id, Option.getOrUndefined(ifMatch)), json)
-  })
-).pipe(Command.withDescription("Send the saga's current task (or stuck compensation) again"))
+/** An operator repair through the engine, at the version given with --if-match if any. */
+const repair = (name: "retry" | "cancel", description: string) =>
+  Command.make(
+    name,
+    { id: sagaId, ifMatch, json },
+    Effect.fnUntraced(function* ({ id, ifMatch, json }) {
+      const engine = yield* Engine
+      yield* printSaga(yield* engine[name](id, Option.getOrUndefined(ifMatch)), json)
+    })
+  ).pipe(Command.withDescription(description))
 
-const cancel = Command.make(
-  "cancel",
-  { id: sagaId, ifMatch, json },
-  Effect.fnUntraced(function* ({ id, ifMatch, json }) {
-    const engine = yield* Engine
-    yield* printSaga(yield* engine.cancel(id, Option.getOrUndefined(ifMatch)), json)
-  })
-).pipe(Command.withDescription("Cancel a saga: compensate what it did, end CANCELLED"))
+const retry = repair("retry", "Send the saga's current task (or stuck compensation) again")
+const cancel = repair("cancel", "Cancel a saga: compensate what it did, end CANCELLED")
 
 export const sagas = Command.make("sagas").pipe(
   Command.withDescription("Inspect and repair sagas"),

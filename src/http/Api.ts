@@ -1,6 +1,6 @@
 /**
- * The HTTP API v1 (DESIGN §6) as an `HttpApi` definition: routes, parameters, representations and problems. It
- * imports no server code, so clients and the OpenAPI document are derived from exactly what the server serves.
+ * The HTTP API v1 as an `HttpApi` definition: routes, parameters, representations and problems. It imports no
+ * server code, so clients and the OpenAPI document are derived from exactly what the server serves.
  */
 import { Schema } from "effect"
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, OpenApi } from "effect/http-api"

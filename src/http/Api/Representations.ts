@@ -1,6 +1,7 @@
 /**
- * The JSON representations of the HTTP API (DESIGN §6), camelCase, as clients see them: requests, instances,
- * history, pages and stuck sagas. Separate from the domain classes so the wire format changes only on purpose.
+ * The JSON representations of the HTTP API, camelCase, as clients see them: requests, instances, history, pages and
+ * stuck sagas. Separate from the domain classes so the wire format changes only on purpose. The CLI's `--json`
+ * prints them too.
  */
 import { Duration, Effect, Option, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { SagaContext, SagaId, SagaStatus } from "../../domain/Saga.ts"
