@@ -140,14 +140,12 @@ export interface Origin {
 const under = (prefix: Path, issues: ReadonlyArray<DomainErrors.Issue>): Array<ProblemIssue> =>
   issues.map((issue) => ({ path: [...prefix, ...issue.path], message: issue.message }))
 
-const fail = Effect.fail
-
 /** From each error of the engine and the store to its problem. */
 const table = {
   SagaNotFound: (error: DomainErrors.SagaNotFound) =>
-    fail(new SagaNotFound({ detail: error.message, sagaId: error.sagaId })),
+    Effect.fail(new SagaNotFound({ detail: error.message, sagaId: error.sagaId })),
   VersionConflict: (error: DomainErrors.VersionConflict) =>
-    fail(
+    Effect.fail(
       new VersionMismatch({
         detail: `${error.message}: read the saga again (its ETag is "${error.actual}") and decide again`,
         sagaId: error.sagaId,
@@ -156,7 +154,7 @@ const table = {
       })
     ),
   ContextTooLarge: (error: DomainErrors.ContextTooLarge, origin: Origin) =>
-    fail(
+    Effect.fail(
       new ContextTooLarge({
         detail: error.message,
         errors: [
@@ -170,14 +168,14 @@ const table = {
       })
     ),
   InvalidSagaData: (error: DomainErrors.InvalidSagaData, origin: Origin) =>
-    fail(
+    Effect.fail(
       new InvalidParameter({
         detail: error.message,
         errors: [{ path: [origin.fields ?? "payload", error.field], message: error.reason }]
       })
     ),
   IdempotencyConflict: (error: DomainErrors.IdempotencyConflict) =>
-    fail(
+    Effect.fail(
       new IdempotencyConflict({
         detail: `${error.message}: use a new key to start a saga of another type`,
         existingSagaId: error.existingSagaId,
@@ -188,7 +186,7 @@ const table = {
   StoreUnavailable: (error: DomainErrors.StoreUnavailable) =>
     Effect.logWarning("HTTP request failed: state store unavailable", error.message).pipe(
       Effect.andThen(
-        fail(
+        Effect.fail(
           new ServiceUnavailable({
             detail: error.commitInDoubt
               ? `the state store became unavailable while committing (${error.operation}): the change may have been applied; read the saga before trying again`
@@ -199,7 +197,7 @@ const table = {
       )
     ),
   UnknownSagaType: (error: SagaErrors.UnknownSagaType) =>
-    fail(
+    Effect.fail(
       new UnknownSagaType({
         detail: error.message,
         errors: [
@@ -209,21 +207,21 @@ const table = {
       })
     ),
   InvalidSagaInput: (error: SagaErrors.InvalidSagaInput, origin: Origin) =>
-    fail(
+    Effect.fail(
       new InvalidSagaInput({
         detail: `the input does not match the schema of ${error.sagaType}`,
         errors: under(origin.data ?? ["payload"], error.issues)
       })
     ),
   InvalidSignalData: (error: SagaErrors.InvalidSignalData, origin: Origin) =>
-    fail(
+    Effect.fail(
       new InvalidSignalData({
         detail: `the data does not match the schema of signal ${error.signal}`,
         errors: under(origin.data ?? ["payload"], error.issues)
       })
     ),
   SignalNotExpected: (error: SagaErrors.SignalNotExpected) =>
-    fail(
+    Effect.fail(
       new SignalNotExpected({
         detail: error.message,
         sagaId: error.sagaId,
@@ -233,9 +231,9 @@ const table = {
       })
     ),
   SagaFinished: (error: SagaErrors.SagaFinished) =>
-    fail(new SagaFinished({ detail: error.message, sagaId: error.sagaId, sagaStatus: error.status })),
+    Effect.fail(new SagaFinished({ detail: error.message, sagaId: error.sagaId, sagaStatus: error.status })),
   NothingToRetry: (error: SagaErrors.NothingToRetry) =>
-    fail(new NothingToRetry({ detail: error.message, sagaId: error.sagaId, currentState: error.state })),
+    Effect.fail(new NothingToRetry({ detail: error.message, sagaId: error.sagaId, currentState: error.state })),
   UnknownDefinitionVersion: (error: SagaErrors.UnknownDefinitionVersion) => cannotDrive(error),
   CorruptProgress: (error: SagaErrors.CorruptProgress) => cannotDrive(error)
 }
@@ -247,7 +245,7 @@ const table = {
 const cannotDrive = (error: SagaErrors.UnknownDefinitionVersion | SagaErrors.CorruptProgress) =>
   Effect.logError("HTTP request on a saga this build cannot drive", error.message).pipe(
     Effect.andThen(
-      fail(
+      Effect.fail(
         new ServiceUnavailable({
           detail: `${error.message}; another version of the service may handle it`,
           commitInDoubt: false
