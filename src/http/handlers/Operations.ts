@@ -10,10 +10,10 @@ import { SqlClient } from "effect/sql"
 import { Broker } from "../../broker/Broker.ts"
 import { checkSchemaCurrent } from "../../store/Database.ts"
 import { describe as describeSqlError } from "../../store/transactions.ts"
-import * as Problems from "../Api/Problems.ts"
 import type { ReadinessChecks } from "../Api/Representations.ts"
 import { Api } from "../Api.ts"
 import { MetricsText } from "../Metrics.ts"
+import * as Problems from "../Problems.ts"
 
 /** A probe that hangs is a failed probe: orchestrators call readiness every few seconds. */
 const probeTimeout = Duration.seconds(2)
