@@ -104,6 +104,46 @@ const cases = (running: string, awaiting: string, unknown: string): ReadonlyArra
     paths: [["payload", "input", "repo"]]
   },
   {
+    name: "a lone surrogate PostgreSQL cannot store, in input",
+    method: "POST",
+    path: "/v1/sagas",
+    options: {
+      raw: `{"type":"BALANCE_CALCULATION","input":${JSON.stringify(input()).replace('"repo":"', '"repo":"\\ud800')}}`
+    },
+    status: 400,
+    type: blank,
+    paths: [["payload", "input", "repo"]]
+  },
+  ...["k\\ud800", "k\\udbff"].map(
+    (key): Case => ({
+      name: `an idempotency key with a lone surrogate (${key})`,
+      method: "POST",
+      path: "/v1/sagas",
+      options: { raw: `{"type":"BALANCE_CALCULATION","input":${JSON.stringify(input())},"idempotencyKey":"${key}"}` },
+      status: 400,
+      type: blank,
+      paths: [["payload", "idempotencyKey"]]
+    })
+  ),
+  {
+    name: "input nested 10,000 deep",
+    method: "POST",
+    path: "/v1/sagas",
+    options: { raw: `{"type":"BALANCE_CALCULATION","input":${"[".repeat(10_000)}${"]".repeat(10_000)}}` },
+    status: 400,
+    type: blank,
+    paths: [["payload", "input", ...Array.from({ length: 64 }, () => 0)]]
+  },
+  {
+    name: "signal data with a lone surrogate",
+    method: "POST",
+    path: `/v1/sagas/${awaiting}/signals/condenser_input`,
+    options: { raw: '{"data":{"condenserDataRef":"c\\udc00.json"}}' },
+    status: 400,
+    type: blank,
+    paths: [["payload", "data", "condenserDataRef"]]
+  },
+  {
     name: "an overlong idempotency key",
     method: "POST",
     path: "/v1/sagas",
@@ -198,6 +238,7 @@ const cases = (running: string, awaiting: string, unknown: string): ReadonlyArra
     ["status=DONE", ["query", "status"]],
     [`context=${encodeURIComponent("{bad")}`, ["query", "context"]],
     [`context=${q([1])}`, ["query", "context"]],
+    [`context=${encodeURIComponent('{"repo":"\\ud800"}')}`, ["query", "context", "repo"]],
     ["statuss=RUNNING", ["query", "statuss"]]
   ].map(
     ([query, path]): Case => ({
@@ -217,7 +258,7 @@ const cases = (running: string, awaiting: string, unknown: string): ReadonlyArra
     type: urn("invalid-parameter"),
     paths: [["query", "cursor"]]
   },
-  ...["P1M", "15 minutes", "-PT1M"].map(
+  ...["P1M", "15 minutes", "-PT1M", "P10000000D"].map(
     (olderThan): Case => ({
       name: `stuck?olderThan=${olderThan}`,
       method: "GET",
