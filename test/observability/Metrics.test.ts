@@ -89,7 +89,8 @@ describe("Metrics", () => {
         }),
         1
       )
-      assert.strictEqual(sampleValue(waiting, "orchestrator_outbox_pending_messages"), 5)
+      // Four first tasks; for the cancelled saga, the notice for its abandoned task and its compensation task.
+      assert.strictEqual(sampleValue(waiting, "orchestrator_outbox_pending_messages"), 6)
       assert.strictEqual(sampleValue(waiting, "orchestrator_store_up"), 1)
 
       yield* loops
