@@ -33,7 +33,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
   const sagas = new Map<SagaId, SagaInstance>()
   const histories = new Map<SagaId, Array<Transition>>()
   const timers = new Map<SagaId, ArmedTimer>()
-  const idempotencyKeys = new Map<string, SagaId>()
+  const idempotencyKeys = new Map<string, { readonly sagaId: SagaId; readonly createdAt: DateTime.Utc }>()
   const ignored = new Map<SagaId, Array<IgnoredEvent>>()
   let outbox: Array<PendingMessage> = []
 
@@ -87,7 +87,8 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     create: (input) =>
       Effect.gen(function* () {
         const context = yield* checkCreate(input, maxContextBytes)
-        const existingId = input.idempotencyKey === undefined ? undefined : idempotencyKeys.get(input.idempotencyKey)
+        const existingId =
+          input.idempotencyKey === undefined ? undefined : idempotencyKeys.get(input.idempotencyKey)?.sagaId
         if (existingId !== undefined) {
           const existing = yield* Effect.orDie(find(existingId))
           if (existing.sagaType !== input.sagaType) {
@@ -114,7 +115,8 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           updatedAt: now
         })
         sagas.set(id, saga)
-        if (input.idempotencyKey !== undefined) idempotencyKeys.set(input.idempotencyKey, id)
+        if (input.idempotencyKey !== undefined)
+          idempotencyKeys.set(input.idempotencyKey, { sagaId: id, createdAt: now })
         record(saga, null, "SagaStarted", input.detail)
         arm(saga, input.timer)
         yield* enqueue(saga, input.messages ?? [])
@@ -241,6 +243,27 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         arm(next, outcome.timer)
         yield* enqueue(next, outcome.messages ?? [])
         return next
+      }).pipe(lock.withPermits(1)),
+
+    purge: ({ finishedBefore, limit, dryRun }) =>
+      Effect.sync(() => {
+        const before = (at: DateTime.Utc) => DateTime.isLessThan(at, finishedBefore)
+        const doomed = [...sagas.values()]
+          .filter((saga) => !isActive(saga.status) && before(saga.updatedAt))
+          .sort((a, b) => DateTime.toEpochMillis(a.updatedAt) - DateTime.toEpochMillis(b.updatedAt))
+        const expired = [...idempotencyKeys].filter(([, key]) => before(key.createdAt))
+        if (dryRun === true) return { sagas: doomed.length, idempotencyKeys: expired.length, busy: false }
+        const sagasGone = doomed.slice(0, limit)
+        for (const saga of sagasGone) {
+          sagas.delete(saga.id)
+          histories.delete(saga.id)
+          timers.delete(saga.id)
+          ignored.delete(saga.id)
+          for (const [key, { sagaId }] of idempotencyKeys) if (sagaId === saga.id) idempotencyKeys.delete(key)
+        }
+        const keysGone = expired.filter(([key]) => idempotencyKeys.has(key)).slice(0, limit)
+        for (const [key] of keysGone) idempotencyKeys.delete(key)
+        return { sagas: sagasGone.length, idempotencyKeys: keysGone.length, busy: false }
       }).pipe(lock.withPermits(1)),
 
     summary: Effect.gen(function* () {

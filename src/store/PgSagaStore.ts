@@ -10,6 +10,7 @@ import { type OutboxMessage, type SagaContext, SagaId, type SagaInstance, type T
 import * as Random from "../random.ts"
 import { announce, OutboxNotifications } from "./OutboxNotifications.ts"
 import * as Reports from "./PgSagaStore/reports.ts"
+import * as Retention from "./PgSagaStore/retention.ts"
 import {
   toDueTimers,
   toIgnoredEvents,
@@ -405,6 +406,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     )
 
   const reports = Reports.make(sql)
+  const retention = Retention.make(sql)
 
   return SagaStore.of({
     create,
@@ -416,6 +418,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     claimDue,
     transact,
     recordHeartbeat,
+    purge: retention.purge,
     summary: reports.summary,
     countActive: reports.countActive,
     publishOutbox

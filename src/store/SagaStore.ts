@@ -94,6 +94,13 @@ export interface StoreSummary {
   readonly outboxLagMillis: number
 }
 
+export interface PurgeResult {
+  readonly sagas: number
+  readonly idempotencyKeys: number
+  /** Another instance holds retention's turn: nothing was deleted. */
+  readonly busy: boolean
+}
+
 /** Active sagas of one type in one state, for metrics. */
 export interface ActiveSagas {
   readonly sagaType: string
@@ -162,6 +169,17 @@ export class SagaStore extends Context.Service<
       taskId: string,
       heartbeat: { readonly progress: SagaProgress; readonly dueAt?: DateTime.Utc | undefined }
     ) => Effect.Effect<boolean, StoreError>
+    /**
+     * Retention, one batch: deletes up to `limit` finished sagas (COMPLETED, FAILED, CANCELLED) last changed before
+     * `finishedBefore`, oldest first, with their history, timers, idempotency keys and ignored events; and up to
+     * `limit` idempotency keys created before it, whatever their saga. `busy` when another instance is purging (it
+     * deleted nothing). With `dryRun`, deletes nothing and counts everything that would go.
+     */
+    readonly purge: (options: {
+      readonly finishedBefore: DateTime.Utc
+      readonly limit: number
+      readonly dryRun?: boolean | undefined
+    }) => Effect.Effect<PurgeResult, StoreError>
     /** Sagas by status and the outbox backlog, for health reports and metrics. */
     readonly summary: Effect.Effect<StoreSummary, StoreError>
     /** Active sagas counted by type, status and state, with how many of them are stuck, for metrics. */

@@ -1,11 +1,14 @@
+import { spawn } from "node:child_process"
 import { PgClient } from "@effect/sql-pg"
 import { assert, layer } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Layer, Queue } from "effect"
+import { DateTime, Deferred, Effect, Fiber, Layer, Queue } from "effect"
 import type { SagaId } from "../../src/domain/Saga.ts"
 import { runtimeClient } from "../../src/store/Database.ts"
 import * as OutboxNotifications from "../../src/store/OutboxNotifications.ts"
+import { retentionLock } from "../../src/store/PgSagaStore/retention.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
+import { pg } from "../utils/postgres.ts"
 import * as TestDatabase from "../utils/TestDatabase.ts"
 import { sagaStoreContract } from "./contract.ts"
 
@@ -119,6 +122,56 @@ layer(storeWithRelay, { excludeTestServices: true, timeout: "60 seconds" })(
         const first = yield* Queue.take(heard).pipe(Effect.timeout("20 seconds"))
         assert.strictEqual(first.payload, "sentinel")
       })
+    )
+  }
+)
+
+layer(TestDatabase.layerStore(), { excludeTestServices: true, timeout: "60 seconds" })(
+  "PgSagaStore retention",
+  (it) => {
+    it.effect(
+      "purges on one instance at a time: while another holds retention's turn, a purge is busy and deletes nothing",
+      () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore
+          const db = yield* TestDatabase.TestDatabase
+          const { saga } = yield* store.create({ sagaType: "PURGE_TEST", state: "A", context: {} })
+          yield* store.transact(saga.id, (s) =>
+            Effect.succeed(
+              StepOutcome.Advance({ state: "DONE", status: "COMPLETED", context: s.context, event: "Done" })
+            )
+          )
+          // Another instance's purge, holding the turn for as long as this test needs.
+          const other = yield* Effect.acquireRelease(
+            Effect.sync(() =>
+              spawn("psql", [
+                "-X",
+                "-h",
+                pg.host,
+                "-p",
+                String(pg.port),
+                "-U",
+                pg.superuser,
+                "-d",
+                db.name,
+                "-c",
+                `BEGIN; SELECT pg_advisory_xact_lock(${retentionLock}); SELECT pg_sleep(30); COMMIT;`
+              ])
+            ),
+            (child) => Effect.sync(() => child.kill("SIGKILL"))
+          )
+          assert.isDefined(other.pid)
+          const held = `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
+          for (let round = 0; (yield* db.superuser(held)).trim() !== "1"; round++) {
+            assert.isBelow(round, 200, "the other instance took retention's turn")
+            yield* Effect.sleep("25 millis")
+          }
+          const finishedBefore = DateTime.add(yield* DateTime.now, { hours: 1 })
+          const busy = yield* store.purge({ finishedBefore, limit: 100 })
+          assert.deepStrictEqual(busy, { sagas: 0, idempotencyKeys: 0, busy: true })
+          assert.strictEqual((yield* store.get(saga.id)).status, "COMPLETED")
+        }).pipe(Effect.scoped)
     )
   }
 )

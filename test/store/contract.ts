@@ -613,6 +613,51 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
       })
     )
 
+    it.effect("purges exactly the finished sagas past the cut-off, with all that is theirs, and expired keys", () =>
+      Effect.gen(function* () {
+        const store = yield* SagaStore
+        const sagaType = uniqueType()
+        const finish = (id: SagaId) => store.transact(id, advance("DONE", {}, { status: "COMPLETED" }))
+        const oldKey = crypto.randomUUID()
+        const old = (yield* start({ sagaType, idempotencyKey: oldKey })).saga
+        yield* finish(old.id)
+        const runningKey = crypto.randomUUID()
+        const running = (yield* start({
+          sagaType,
+          idempotencyKey: runningKey,
+          timer: replyTimer("2030-01-01T00:00:00Z")
+        })).saga
+        const cutoff = DateTime.add(running.updatedAt, { milliseconds: 1 })
+        while (DateTime.isLessThanOrEqualTo(yield* DateTime.now, cutoff)) yield* Effect.yieldNow
+        const recent = (yield* start({ sagaType })).saga
+        yield* finish(recent.id)
+
+        const dry = yield* store.purge({ finishedBefore: cutoff, limit: 1, dryRun: true })
+        assert.isAtLeast(dry.sagas, 1)
+        assert.isAtLeast(dry.idempotencyKeys, 2)
+        assert.deepStrictEqual((yield* store.get(old.id)).id, old.id, "a dry run deletes nothing")
+        for (let batch = 0; batch < 1000; batch++) {
+          const purged = yield* store.purge({ finishedBefore: cutoff, limit: 100 })
+          assert.isFalse(purged.busy)
+          if (purged.sagas === 0 && purged.idempotencyKeys === 0) break
+        }
+
+        assert.deepInclude(yield* Effect.flip(store.get(old.id)), { _tag: "SagaNotFound" })
+        assert.deepInclude(yield* Effect.flip(store.history(old.id)), { _tag: "SagaNotFound" })
+        assert.deepStrictEqual((yield* store.get(running.id)).status, "RUNNING", "a running saga is never purged")
+        assert.strictEqual((yield* store.history(running.id)).length, 1)
+        const stuck = (yield* store.findStuck(Duration.zero, { limit: 10_000 })).find((s) => s.saga.id === running.id)
+        assert.isNotNull(stuck?.timer ?? null, "its timer stays")
+        assert.strictEqual((yield* store.get(recent.id)).status, "COMPLETED", "a saga finished after the cut-off stays")
+        // Both keys expired: the old one with its saga, the running saga's by age.
+        const again = yield* start({ sagaType, idempotencyKey: runningKey })
+        assert.isTrue(again.created)
+        assert.notStrictEqual(again.saga.id, running.id)
+        const none = yield* store.purge({ finishedBefore: cutoff, limit: 100, dryRun: true })
+        assert.deepStrictEqual([none.sagas, none.idempotencyKeys], [0, 0])
+      })
+    )
+
     it.effect("summarises sagas by status and the outbox backlog", () =>
       Effect.gen(function* () {
         const store = yield* SagaStore
