@@ -173,6 +173,8 @@ export const startWorker = (options: WorkerOptions): Worker => {
           // `stop` has let the handlers finish (or given up on them): close.
           current.open = false
           session = undefined
+          // The task channel first, gracefully: closing the connection at once can lose the last acks sent on it.
+          await current.tasks.close().catch(() => undefined)
           await current.connection.close().catch(() => undefined)
         }
       } catch (error) {
