@@ -135,7 +135,7 @@ export const document = (tasks: ReadonlyArray<TaskContract>) => {
         title: `Cancellation notices (exchange ${Exchanges.tasks})`,
         description:
           `A notice that the orchestrator stopped waiting for a task, on \`${Exchanges.tasks}\` with routing key ` +
-          "`<taskType>.cancel`. It reaches only the queues bound to that key: bind `<taskType>.cancel` (or `#`) to " +
+          "`<taskType>.cancel`. It reaches only the queues bound to that key: bind `<taskType>.cancel` (or `#.cancel`) to " +
           "receive notices.",
         servers: [{ $ref: "#/servers/rabbitmq" }],
         parameters: { taskType },

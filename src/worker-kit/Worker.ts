@@ -35,7 +35,8 @@ const defaultLog: Logger = (level, message, fields) =>
 interface Session {
   readonly connection: Amqp.ChannelModel
   readonly tasks: Amqp.Channel
-  readonly consumerTag: string
+  /** Set once `basic.consume` is confirmed; tasks may arrive before that. */
+  consumerTag: string | undefined
   readonly cancellations: Amqp.Channel
   readonly publisher: () => Promise<Amqp.ConfirmChannel>
   open: boolean
@@ -135,17 +136,24 @@ export const startWorker = (options: WorkerOptions): Worker => {
       const tasks = await connection.createChannel()
       tasks.on("error", (error: unknown) => log("warn", "task channel closed", { error: String(error) }))
       await tasks.prefetch(prefetch)
-      const opened: { current?: Session } = {}
+      // The session exists before consuming: tasks (redeliveries above all) can arrive before `consume` resolves.
+      const created: Session = {
+        connection,
+        tasks,
+        consumerTag: undefined,
+        cancellations,
+        publisher: publisherOf,
+        open: true
+      }
       const { consumerTag } = await tasks.consume(options.queue, (message) => {
         if (message === null) {
           // The queue was deleted: start over on a new connection, which declares it again.
           connection.close().catch(() => undefined)
           return
         }
-        if (opened.current !== undefined) onTask(opened.current, message)
+        onTask(created, message)
       })
-      const created: Session = { connection, tasks, consumerTag, cancellations, publisher: publisherOf, open: true }
-      opened.current = created
+      created.consumerTag = consumerTag
       return { session: created, closed }
     } catch (error) {
       await connection.close().catch(() => undefined)
@@ -349,7 +357,7 @@ export const startWorker = (options: WorkerOptions): Worker => {
     if (stopped !== undefined) return stopped
     stopped = (async () => {
       const current = session
-      if (current !== undefined) {
+      if (current?.consumerTag !== undefined) {
         await current.tasks.cancel(current.consumerTag).catch(() => undefined)
         log("info", `stopped consuming; waiting for ${running.size} running task(s)`)
       }

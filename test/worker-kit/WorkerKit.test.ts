@@ -6,7 +6,7 @@ import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { Exchanges } from "../../src/domain/Messages.ts"
 import { handler, startWorker, TaskFailed, type WorkerOptions } from "../../src/worker-kit/index.ts"
-import { TestVhost, layerVhost as testVhost } from "../utils/rabbit.ts"
+import { rabbitmqctl, TestVhost, layerVhost as testVhost } from "../utils/rabbit.ts"
 import { eventually, gate, orchestratorSide, task, workerUrl } from "./support.ts"
 
 const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -254,6 +254,55 @@ layer(testVhost(), { excludeTestServices: true, timeout: "60 seconds" })("worker
         [first.taskId]
       )
       assert.strictEqual(yield* side.ready("kit5.worker"), 1, "the second task waits for the next worker")
+    })
+  )
+
+  it.effect("reconnects after losing its connection; the interrupted task comes back and is answered", () =>
+    Effect.gen(function* () {
+      const { name } = yield* TestVhost
+      const side = yield* orchestratorSide(name, "kit6.#")
+      const reasons: Array<unknown> = []
+      const started = gate()
+      const { lines } = yield* worker({
+        queue: "kit6.worker",
+        connectionName: "kit6-worker",
+        handlers: {
+          "kit6.job": handler({
+            handle: (_payload, context) => {
+              if (reasons.length > 0) return Promise.resolve({ second: true })
+              started.open()
+              return new Promise((_resolve, reject) =>
+                context.signal.addEventListener("abort", () => {
+                  reasons.push(context.signal.reason)
+                  reject(new Error("interrupted"))
+                })
+              )
+            }
+          })
+        }
+      })
+      const job = task("kit6.job", {})
+      yield* side.publish("kit6.job", job)
+      yield* Effect.promise(() => started.opened)
+      yield* Effect.promise(async () => {
+        const rows = await rabbitmqctl(["-q", "--no-table-headers", "list_connections", "pid", "client_properties"])
+        const pid = rows
+          .split("\n")
+          .find((row) => row.includes("kit6-worker"))
+          ?.split("\t")[0]
+        if (pid === undefined) throw new Error(`no connection named kit6-worker:\n${rows}`)
+        await rabbitmqctl(["close_connection", pid, "test closes it"])
+      })
+      yield* eventually(
+        "the worker consumed again",
+        Effect.sync(() => lines.filter((line) => line.includes("consuming queue")).length >= 2)
+      )
+      assert.deepStrictEqual(reasons, ["connection_lost"])
+      yield* eventually(
+        "the task was answered",
+        Effect.sync(() => side.captured.some((m) => m.body.taskId === job.taskId))
+      )
+      assert.deepStrictEqual(side.captured.find((m) => m.body.taskId === job.taskId)?.body.result, { second: true })
     })
   )
 })
