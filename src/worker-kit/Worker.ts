@@ -7,15 +7,14 @@
  * - A reply whose publish failed is not lost either: the task is rejected with requeue (after a delay) and comes back.
  * - The replies of recent tasks are kept by task id, so a task delivered again is answered with the same reply
  *   without running its handler twice in this process. Across processes, handlers deduplicate by `stepKey`.
- * - Cancellation notices arrive on a queue of this connection's own (exclusive, bound to `<taskType>.cancel`), on a
- *   channel without prefetch: a worker busy with `prefetch` tasks still receives the notice for one of them.
+ * - Cancellation notices arrive on a queue of each connection's own (see session.ts), so a notice reaches whichever
+ *   instance runs the task, even when it is busy with `prefetch` tasks.
  */
 import { randomUUID } from "node:crypto"
-import * as Amqp from "amqplib"
+import type * as Amqp from "amqplib"
 import { Exit, Schema } from "effect"
 import {
   CancellationNotice,
-  cancellationRoutingKey,
   Exchanges,
   heartbeatRoutingKey,
   type ReplyMessage,
@@ -23,6 +22,7 @@ import {
   type TaskProgress
 } from "../domain/Messages.ts"
 import { abortReason, errorReply, type PublishTarget, publishConfirmed, resultReply } from "./replies.ts"
+import { openSession, type Session, type SessionSettings, wait } from "./session.ts"
 import type { AbortReason, Logger, TaskContext, TaskHandler, Worker, WorkerOptions } from "./types.ts"
 
 const decodeTask = Schema.decodeUnknownExit(Schema.fromJsonString(TaskMessage))
@@ -30,17 +30,6 @@ const decodeNotice = Schema.decodeUnknownExit(Schema.fromJsonString(Cancellation
 
 const defaultLog: Logger = (level, message, fields) =>
   process.stderr.write(`${level} ${message}${fields === undefined ? "" : ` ${JSON.stringify(fields)}`}\n`)
-
-/** One open connection: its channels and the consumer of the task queue. */
-interface Session {
-  readonly connection: Amqp.ChannelModel
-  readonly tasks: Amqp.Channel
-  /** Set once `basic.consume` is confirmed; tasks may arrive before that. */
-  consumerTag: string | undefined
-  readonly cancellations: Amqp.Channel
-  readonly publisher: () => Promise<Amqp.ConfirmChannel>
-  open: boolean
-}
 
 interface Running {
   readonly controller: AbortController
@@ -50,15 +39,6 @@ interface Running {
 /** Replies of recent tasks by task id, the oldest forgotten first. */
 const recentLimit = 10_000
 
-const wait = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms)
-    signal?.addEventListener("abort", () => {
-      clearTimeout(timer)
-      resolve()
-    })
-  })
-
 export const startWorker = (options: WorkerOptions): Worker => {
   const log = options.log ?? defaultLog
   const prefetch = options.prefetch ?? 10
@@ -67,6 +47,14 @@ export const startWorker = (options: WorkerOptions): Worker => {
   const grace = options.shutdownGraceMs ?? 30_000
   const replyRetryDelay = options.replyRetryDelayMs ?? 1000
   const taskTypes = Object.keys(options.handlers)
+  const settings: SessionSettings = {
+    url: options.url,
+    queue: options.queue,
+    taskTypes,
+    prefetch,
+    connectionName: options.connectionName ?? `worker ${options.queue}`,
+    log
+  }
 
   const running = new Map<string, Running>()
   const recent = new Map<string, ReplyMessage>()
@@ -86,87 +74,12 @@ export const startWorker = (options: WorkerOptions): Worker => {
     if (recent.size > recentLimit) recent.delete(recent.keys().next().value ?? "")
   }
 
-  const open = async (): Promise<{ session: Session; closed: Promise<string> }> => {
-    const connection = await Amqp.connect(options.url, {
-      noDelay: true,
-      clientProperties: { connection_name: options.connectionName ?? `worker ${options.queue}` }
-    })
-    let lastError = "connection closed"
-    connection.on("error", (error: unknown) => {
-      lastError = String(error)
-    })
-    const closed = new Promise<string>((resolve) => connection.on("close", () => resolve(lastError)))
-    try {
-      const setup = await connection.createChannel()
-      await setup.assertExchange(Exchanges.tasks, "topic", { durable: true })
-      await setup.assertExchange(Exchanges.replies, "topic", { durable: true })
-      await setup.assertQueue(options.queue, { durable: true, arguments: { "x-queue-type": "quorum" } })
-      for (const taskType of taskTypes) await setup.bindQueue(options.queue, Exchanges.tasks, taskType)
-      await setup.close()
-
-      let publisher: Promise<Amqp.ConfirmChannel> | undefined
-      const publisherOf = () => {
-        if (publisher === undefined) {
-          const created = connection.createConfirmChannel().then((channel) => {
-            channel.on("error", (error: unknown) => log("warn", "reply channel closed", { error: String(error) }))
-            channel.on("close", () => {
-              if (publisher === created) publisher = undefined
-            })
-            return channel
-          })
-          created.catch(() => {
-            if (publisher === created) publisher = undefined
-          })
-          publisher = created
-        }
-        return publisher
-      }
-
-      const cancellations = await connection.createChannel()
-      const { queue: noticeQueue } = await cancellations.assertQueue("", {
-        exclusive: true,
-        autoDelete: true,
-        durable: false
-      })
-      for (const taskType of taskTypes) {
-        await cancellations.bindQueue(noticeQueue, Exchanges.tasks, cancellationRoutingKey(taskType))
-      }
-      await cancellations.consume(noticeQueue, (message) => message && onNotice(message), { noAck: true })
-
-      const tasks = await connection.createChannel()
-      tasks.on("error", (error: unknown) => log("warn", "task channel closed", { error: String(error) }))
-      await tasks.prefetch(prefetch)
-      // The session exists before consuming: tasks (redeliveries above all) can arrive before `consume` resolves.
-      const created: Session = {
-        connection,
-        tasks,
-        consumerTag: undefined,
-        cancellations,
-        publisher: publisherOf,
-        open: true
-      }
-      const { consumerTag } = await tasks.consume(options.queue, (message) => {
-        if (message === null) {
-          // The queue was deleted: start over on a new connection, which declares it again.
-          connection.close().catch(() => undefined)
-          return
-        }
-        onTask(created, message)
-      })
-      created.consumerTag = consumerTag
-      return { session: created, closed }
-    } catch (error) {
-      await connection.close().catch(() => undefined)
-      throw error
-    }
-  }
-
   /** Connects, and connects again with back-off whenever the connection is lost, until the worker stops. */
   const supervise = async () => {
     let delay = initialDelay
     while (!stopping.signal.aborted) {
       try {
-        const { session: current, closed } = await open()
+        const { session: current, closed } = await openSession(settings, { onTask, onNotice })
         session = current
         delay = initialDelay
         log("info", `consuming queue '${options.queue}'`, { taskTypes, prefetch })

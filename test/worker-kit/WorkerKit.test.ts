@@ -249,6 +249,10 @@ layer(testVhost(), { excludeTestServices: true, timeout: "60 seconds" })("worker
       assert.strictEqual(w.running(), 1)
       release.open()
       yield* Effect.promise(() => stopping)
+      yield* eventually(
+        "the reply arrived",
+        Effect.sync(() => side.captured.length > 0)
+      )
       assert.deepStrictEqual(
         side.captured.map((m) => m.body.taskId),
         [first.taskId]
