@@ -4,7 +4,7 @@
  *   const worker = startWorker({ url, queue: "gitlab-worker", handlers: { "gitlab.prepare_branch": handler({…}) } })
  *   process.on("SIGTERM", () => worker.stop())
  */
-import { Exit, Schema } from "effect"
+import { Cause, Exit, Schema } from "effect"
 import type { Validator } from "./types.ts"
 
 export {
@@ -29,7 +29,9 @@ export const schemaValidator = (schema: Schema.Decoder<unknown>): Validator => {
   const decode = Schema.decodeUnknownExit(schema)
   return (value) => {
     const exit = decode(value)
-    return Exit.isSuccess(exit) ? undefined : String(exit.cause)
+    if (Exit.isSuccess(exit)) return undefined
+    const error = Cause.squash(exit.cause)
+    return error instanceof Error ? error.message : String(error)
   }
 }
 

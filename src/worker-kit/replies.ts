@@ -10,12 +10,17 @@ export interface PublishTarget {
   readonly traceparent: string | undefined
 }
 
-export const resultReply = (task: TaskMessage, result: unknown): ReplyMessage => ({
-  sagaId: task.sagaId,
-  taskId: task.taskId,
-  outcome: "succeeded",
-  ...(result === undefined || result === null ? {} : { result: result as ReplyMessage["result"] & object })
-})
+const isJsonObject = (value: unknown): value is NonNullable<ReplyMessage["result"]> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+/** A handler's value as the reply's `result`: an object, or none; anything else is not a result the service takes. */
+export const resultReply = (task: TaskMessage, result: unknown): ReplyMessage => {
+  const ids = { sagaId: task.sagaId, taskId: task.taskId }
+  if (result === undefined || result === null) return { ...ids, outcome: "succeeded" }
+  if (isJsonObject(result)) return { ...ids, outcome: "succeeded", result }
+  const message = `the handler returned ${Array.isArray(result) ? "an array" : typeof result}, not an object`
+  return { ...ids, outcome: "failed", error: { code: "invalid_result", message, retryable: false } }
+}
 
 /** A `TaskFailed` as chosen; a `TaskError`-shaped value as given; any other error as a retryable `handler_error`. */
 export const errorReply = (task: TaskMessage, error: unknown): ReplyMessage => ({

@@ -3,9 +3,9 @@
  * tasks and notices as the service does and capturing what the worker publishes. Each test uses task types of its own.
  */
 import { assert, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { Exchanges } from "../../src/domain/Messages.ts"
-import { handler, startWorker, TaskFailed, type WorkerOptions } from "../../src/worker-kit/index.ts"
+import { handler, schemaValidator, startWorker, TaskFailed, type WorkerOptions } from "../../src/worker-kit/index.ts"
 import { rabbitmqctl, TestVhost, layerVhost as testVhost } from "../utils/rabbit.ts"
 import { eventually, gate, orchestratorSide, task, workerUrl } from "./support.ts"
 
@@ -45,6 +45,10 @@ layer(testVhost(), { excludeTestServices: true, timeout: "60 seconds" })("worker
               typeof value === "object" && value !== null && "a" in value ? undefined : "payload needs a",
             handle: (payload) => Promise.resolve({ sum: payload.a + payload.b })
           }),
+          "kit1.mesh": handler<unknown, { meshRef: string }>({
+            result: schemaValidator(Schema.Struct({ meshRef: Schema.NonEmptyString })),
+            handle: () => Promise.resolve({ meshRef: "" })
+          }),
           "kit1.refuse": handler({
             handle: () =>
               Promise.reject(new TaskFailed({ code: "no_such_repo", message: "repo gone", retryable: false }))
@@ -57,9 +61,11 @@ layer(testVhost(), { excludeTestServices: true, timeout: "60 seconds" })("worker
       yield* side.publish("kit1.add", add, { traceparent })
       yield* side.publish("kit1.add", bad)
       yield* side.publish("kit1.refuse", refuse)
+      const mesh = task("kit1.mesh", {})
+      yield* side.publish("kit1.mesh", mesh)
       yield* eventually(
-        "three replies arrived",
-        Effect.sync(() => side.captured.length >= 3)
+        "four replies arrived",
+        Effect.sync(() => side.captured.length >= 4)
       )
       const replyTo = (taskId: string) => side.captured.find((m) => m.body.taskId === taskId)
       const added = replyTo(add.taskId)
@@ -82,6 +88,9 @@ layer(testVhost(), { excludeTestServices: true, timeout: "60 seconds" })("worker
         message: "repo gone",
         retryable: false
       })
+      const meshReply = replyTo(mesh.taskId)?.body
+      assert.strictEqual(meshReply?.outcome, "failed")
+      assert.deepInclude(meshReply?.error, { code: "invalid_result", retryable: false })
       yield* Effect.promise(() => w.stop())
       assert.strictEqual(yield* side.ready("kit1.worker"), 0, "every task was acked")
     })
