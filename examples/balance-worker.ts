@@ -1,6 +1,7 @@
 /**
  * An example worker for every task type of the BALANCE_CALCULATION saga, written with the worker kit and validated
- * with the JSON Schemas of docs/contract — nothing else from this repository. It does no real work: it answers with
+ * with the JSON Schemas of docs/contract (through Ajv, a dev dependency here: any JSON Schema 2020-12 validator
+ * will do) — nothing else from this repository. It does no real work: it answers with
  * made-up references, as a stand-in to run the service against, and as a template for a real worker.
  *
  *   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F node examples/balance-worker.ts
