@@ -3,6 +3,7 @@ import { NodeServices } from "@effect/platform-node"
 import { Console, Data, Effect, Layer, Predicate, Runtime } from "effect"
 import { Command } from "effect/cli"
 import { AppConfig } from "./Config.ts"
+import { contractCommand } from "./commands/contract.ts"
 import { definitionsCommand } from "./commands/definitions.ts"
 import { migrate } from "./commands/migrate.ts"
 import { sagas } from "./commands/sagas.ts"
@@ -11,7 +12,7 @@ import { runMain } from "./runMain.ts"
 
 const orchestrator = Command.make("orchestrator").pipe(
   Command.withDescription("Saga orchestrator of the Balance+ platform"),
-  Command.withSubcommands([serve, migrate, sagas, definitionsCommand])
+  Command.withSubcommands([serve, migrate, sagas, definitionsCommand, contractCommand])
 )
 
 /** A command failed and said why on stderr: exit 1 without a stack trace. */

@@ -130,7 +130,7 @@ export const isHeartbeatRoutingKey = (routingKey: string) => routingKey.endsWith
 
 /** How far a worker is, in its own words: both optional. */
 export const TaskProgress = Schema.Struct({
-  percent: Schema.optionalKey(Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 100 }))),
+  percent: Schema.optionalKey(Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 100 }))),
   message: Schema.optionalKey(StorableString.check(Schema.isMaxLength(500)))
 })
 export type TaskProgress = typeof TaskProgress.Type

@@ -54,6 +54,8 @@ export interface Compensation<C extends Context> {
   readonly state: string
   readonly taskType: string
   readonly payload: (context: C) => Lift<JsonObject>
+  /** Optional: the payload's shape, for the published contract (`orchestrator contract`). */
+  readonly payloadSchema?: Schema.Decoder<unknown> | undefined
   readonly timeout: Duration.Duration
   readonly retry: RetryPolicy
 }
@@ -64,6 +66,8 @@ export interface TaskStep<C extends Context, R = unknown> {
   readonly state: string
   readonly taskType: string
   readonly payload: (context: C) => Lift<JsonObject>
+  /** Optional: the payload's shape, for the published contract (`orchestrator contract`). */
+  readonly payloadSchema?: Schema.Decoder<unknown> | undefined
   /** The reply's `result`, decoded; a result that does not decode is a fatal failure of the step. */
   readonly result: Schema.Decoder<R>
   /** The context after the step succeeded. */
@@ -111,6 +115,7 @@ export const task = <C extends Context, R>(options: {
   readonly state: string
   readonly taskType: string
   readonly payload: (context: C) => Lift<JsonObject>
+  readonly payloadSchema?: Schema.Decoder<unknown> | undefined
   readonly result: Schema.Decoder<R>
   readonly onSuccess: (context: C, result: R) => Lift<C>
   readonly timeout: Duration.Input

@@ -1,5 +1,5 @@
 /**
- * The reference saga (DESIGN §10): a heat-balance calculation. Every name here — type, task types, signal, the
+ * The reference saga: a heat-balance calculation. Every name here — type, task types, signal, the
  * state AWAITING_CONDENSER_INPUT, the input keys — is part of the public contract. The context holds references into
  * GitLab (repo, branch, commit, file paths) and task ids, never the data itself.
  */
@@ -28,7 +28,20 @@ export interface BalanceCalculationContext extends BalanceCalculationInput {
 
 const Ref = Schema.NonEmptyString
 
+/** A reference that may not exist yet when the task is sent (a step cut short before it produced it). */
+const MaybeRef = Schema.NullOr(Ref)
+
 export const CondenserInput = Schema.Struct({ condenserDataRef: Ref })
+
+/** The payloads the tasks carry, as published in docs/contract/tasks (`orchestrator contract`). */
+export const Payloads = {
+  prepareBranch: Schema.Struct({ repo: Ref, baseBranch: Ref, inputRef: Ref }),
+  deleteBranch: Schema.Struct({ repo: Ref, branch: MaybeRef, inputRef: Ref }),
+  meshGeometry: Schema.Struct({ repo: Ref, branch: MaybeRef, commitSha: MaybeRef }),
+  runSolver: Schema.Struct({ repo: Ref, branch: MaybeRef, meshRef: MaybeRef, condenserDataRef: MaybeRef }),
+  discardSolverRun: Schema.Struct({ repo: Ref, runId: MaybeRef, resultsRef: MaybeRef }),
+  publishResults: Schema.Struct({ repo: Ref, branch: MaybeRef, resultsRef: MaybeRef })
+}
 
 export const BalanceCalculation = define<BalanceCalculationContext, BalanceCalculationInput>({
   type: "BALANCE_CALCULATION",
@@ -41,6 +54,7 @@ export const BalanceCalculation = define<BalanceCalculationContext, BalanceCalcu
       state: "PREPARING_BRANCH",
       taskType: "gitlab.prepare_branch",
       payload: (c) => ({ repo: c.repo, baseBranch: c.baseBranch, inputRef: c.inputRef }),
+      payloadSchema: Payloads.prepareBranch,
       result: Schema.Struct({ branch: Ref, commitSha: Ref }),
       onSuccess: (c, r) => ({ ...c, branch: r.branch, branchCommitSha: r.commitSha }),
       timeout: "2 minutes",
@@ -51,6 +65,7 @@ export const BalanceCalculation = define<BalanceCalculationContext, BalanceCalcu
         taskType: "gitlab.delete_branch",
         // The branch may be unknown when preparing it was cut short: the worker deletes by repo and input then.
         payload: (c) => ({ repo: c.repo, branch: c.branch ?? null, inputRef: c.inputRef }),
+        payloadSchema: Payloads.deleteBranch,
         timeout: "2 minutes",
         retry: backoff({ attempts: 5, initial: "5 seconds" })
       }
@@ -60,6 +75,7 @@ export const BalanceCalculation = define<BalanceCalculationContext, BalanceCalcu
       state: "MESHING_GEOMETRY",
       taskType: "geometry.mesh",
       payload: (c) => ({ repo: c.repo, branch: c.branch ?? null, commitSha: c.branchCommitSha ?? null }),
+      payloadSchema: Payloads.meshGeometry,
       result: Schema.Struct({ meshRef: Ref }),
       onSuccess: (c, r) => ({ ...c, meshRef: r.meshRef }),
       timeout: "30 minutes",
@@ -83,6 +99,7 @@ export const BalanceCalculation = define<BalanceCalculationContext, BalanceCalcu
         meshRef: c.meshRef ?? null,
         condenserDataRef: c.condenserDataRef ?? null
       }),
+      payloadSchema: Payloads.runSolver,
       result: Schema.Struct({ runId: Ref, resultsRef: Ref }),
       onSuccess: (c, r) => ({ ...c, solverRunId: r.runId, resultsRef: r.resultsRef }),
       timeout: "2 hours",
@@ -94,6 +111,7 @@ export const BalanceCalculation = define<BalanceCalculationContext, BalanceCalcu
         state: "DISCARDING_SOLVER_RUN",
         taskType: "solver.discard_run",
         payload: (c) => ({ repo: c.repo, runId: c.solverRunId ?? null, resultsRef: c.resultsRef ?? null }),
+        payloadSchema: Payloads.discardSolverRun,
         timeout: "5 minutes",
         retry: backoff({ attempts: 5, initial: "10 seconds" })
       }
@@ -103,6 +121,7 @@ export const BalanceCalculation = define<BalanceCalculationContext, BalanceCalcu
       state: "PUBLISHING_RESULTS",
       taskType: "gitlab.publish_results",
       payload: (c) => ({ repo: c.repo, branch: c.branch ?? null, resultsRef: c.resultsRef ?? null }),
+      payloadSchema: Payloads.publishResults,
       result: Schema.Struct({ commitSha: Ref }),
       onSuccess: (c, r) => ({ ...c, resultsCommitSha: r.commitSha }),
       timeout: "5 minutes",

@@ -39,7 +39,7 @@ export class Deployment extends Context.Service<
  * ORCH_SECRETS_DIR, each with the trailing newline an editor leaves; the API token is random and unused) and the
  * worker's effects file.
  */
-const workDirectory = Effect.acquireRelease(
+export const workDirectory = Effect.acquireRelease(
   Effect.sync(() => {
     const directory = mkdtempSync(join(tmpdir(), "orch-e2e-"))
     const secrets = {
@@ -57,7 +57,7 @@ const workDirectory = Effect.acquireRelease(
 )
 
 /** An OS process for the scope's lifetime: killed by its pid when the scope closes, and waited for. */
-const startScoped = (args: ReadonlyArray<string>, env: Record<string, string>) =>
+export const startScoped = (args: ReadonlyArray<string>, env: Record<string, string>) =>
   Effect.acquireRelease(
     Effect.sync(() => start(args, env)),
     (running) =>
@@ -68,7 +68,7 @@ const startScoped = (args: ReadonlyArray<string>, env: Record<string, string>) =
   )
 
 /** A TCP port nobody listens on now: the service's HTTP port, so that deployments run side by side. */
-const freePort = Effect.callback<number>((resume) => {
+export const freePort = Effect.callback<number>((resume) => {
   const probe = net.createServer()
   probe.once("error", (error) => resume(Effect.die(error)))
   probe.listen(0, "127.0.0.1", () => {
@@ -79,7 +79,7 @@ const freePort = Effect.callback<number>((resume) => {
 })
 
 /** The service's environment (DESIGN §7): passwords only in files, the AMQP URL without one. */
-const serviceEnvironment = (endpoints: Endpoints, secrets: string, httpPort: number) => ({
+export const serviceEnvironment = (endpoints: Endpoints, secrets: string, httpPort: number) => ({
   ORCH_DB_HOST: endpoints.database.host,
   ORCH_DB_PORT: String(endpoints.database.port),
   ORCH_DB_NAME: endpoints.database.database,
