@@ -31,6 +31,15 @@ export const stepLatency = Metric.histogram("orchestrator_step_latency_seconds",
   boundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 })
 
+export const purgedSagas = counter(
+  "orchestrator_purged_sagas_total",
+  "Finished sagas deleted by retention, with their history, timers and ignored events."
+)
+export const purgedIdempotencyKeys = counter(
+  "orchestrator_purged_idempotency_keys_total",
+  "Idempotency keys deleted by retention."
+)
+
 export const repliesDeadLettered = counter(
   "orchestrator_replies_dead_lettered_total",
   "Replies the reply consumer dead-lettered, by reason."
@@ -75,6 +84,11 @@ export const countFinished = (sagaType: string, status: SagaStatus) => {
 
 export const observeStepLatency = (sagaType: string, step: string, seconds: number) =>
   Metric.update(Metric.withAttributes(stepLatency, { saga_type: sagaType, step }), seconds)
+
+export const countPurged = (sagas: number, idempotencyKeys: number) =>
+  Effect.all([Metric.update(purgedSagas, sagas), Metric.update(purgedIdempotencyKeys, idempotencyKeys)], {
+    discard: true
+  })
 
 export const countDeadLettered = (reason: DeadLetterReason) =>
   Metric.update(Metric.withAttributes(repliesDeadLettered, { reason }), 1)
