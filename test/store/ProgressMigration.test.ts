@@ -142,10 +142,7 @@ layer(Layer.merge(testDatabase({ migrated: false }), NodeServices.layer), {
       )
 
       const applied = yield* migrate(db.config)
-      assert.deepStrictEqual(
-        applied.map(([id]) => id),
-        [5]
-      )
+      assert.strictEqual(applied[0]?.[0], 5, "the progress column's migration first, then any after it")
       const after = yield* db.superuser(
         "SELECT string_agg(id || ',' || lock_version || ',' || updated_at, ';' ORDER BY id) FROM orchestrator.saga_instances"
       )

@@ -293,7 +293,7 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("saga st
           yield* indexMatching("saga_instances", new RegExp(`USING btree \\(${column}\\)$`))
         }
         yield* indexMatching("saga_instances", /USING gin \(context( jsonb_path_ops)?\)$/)
-        const active = yield* indexMatching("saga_instances", /USING btree \(updated_at\) WHERE /)
+        const active = yield* indexMatching("saga_instances", /USING btree \(updated_at\) WHERE .*RUNNING/)
         const sql = yield* Superuser
         const [predicate] = yield* sql<{ def: string }>`
         SELECT pg_get_expr(indpred, indrelid) AS def FROM pg_index
@@ -303,6 +303,10 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("saga st
         assert.match(predicate?.def ?? "", /COMPENSATING/)
         assert.notMatch(predicate?.def ?? "", /COMPLETED|FAILED|CANCELLED/)
         yield* indexMatching("saga_timers", /USING btree \(due_at\)$/)
+        // Retention's: finished sagas by age, and idempotency keys by age.
+        const finished = yield* indexMatching("saga_instances", /USING btree \(updated_at\) WHERE .*COMPLETED/)
+        assert.strictEqual(finished, "saga_instances_finished_updated_at_idx")
+        yield* indexMatching("saga_idempotency_keys", /USING btree \(created_at\)$/)
         yield* indexMatching("saga_transitions", /USING btree \(at\)$/)
       })
   )
@@ -349,7 +353,7 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("saga st
   it.effect("on 100k sagas, findStuck reads the partial index of active sagas, oldest first, with their timers", () =>
     Effect.gen(function* () {
       const store = yield* SagaStore
-      const partial = yield* indexMatching("saga_instances", /USING btree \(updated_at\) WHERE /)
+      const partial = yield* indexMatching("saga_instances", /USING btree \(updated_at\) WHERE .*RUNNING/)
       const { result, statements } = yield* capture(store.findStuck(Duration.days(1), { limit: 100 }))
       // The 100 oldest active sagas: n = 20, 40, …, 2000.
       assert.deepStrictEqual(
