@@ -13,6 +13,7 @@ const unit = [
   "test/random.test.ts",
   "test/broker/MemoryBroker.test.ts",
   "test/broker/ReplyConsumer.test.ts",
+  "test/http/ApiTokens.test.ts",
   "test/observability/Logging.test.ts",
   "test/observability/Metrics.test.ts",
   "test/observability/Observability.test.ts",

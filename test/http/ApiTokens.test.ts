@@ -2,7 +2,7 @@ import { inspect } from "node:util"
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer, Logger, Option, Redacted } from "effect"
-import { AppConfig, type AppConfigShape, load } from "../../src/Config.ts"
+import { AppConfig, type AppConfigShape, Database, load } from "../../src/Config.ts"
 import { ApiTokens } from "../../src/http/ApiTokens.ts"
 import { secretsDirectory } from "../utils/processes.ts"
 import { databaseConfig } from "../utils/TestDatabase.ts"
@@ -53,7 +53,11 @@ describe("API tokens", () => {
 
   it.effect("refuses to start the API with a database configured and no api_tokens file, naming the file", () =>
     Effect.gen(function* () {
-      const config = { ...(yield* embedded), secretsDir: "/etc/orch", database: Option.some(databaseConfig("x")) }
+      const config = {
+        ...(yield* embedded),
+        secretsDir: "/etc/orch",
+        database: Database.External({ config: databaseConfig("x") })
+      }
       const error = yield* Effect.flip(tokensFor(config))
       assert.include(error.message, "missing secret file /etc/orch/api_tokens")
     })

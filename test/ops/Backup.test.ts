@@ -27,7 +27,7 @@ import * as EngineLayer from "../../src/saga/Engine.ts"
 import { Engine } from "../../src/saga/Engine.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { BalanceCalculation } from "../../src/sagas/BalanceCalculation.ts"
-import { checkLeastPrivilege, checkSchemaCurrent, migrate, runtimeClient } from "../../src/store/Database.ts"
+import { checkLeastPrivilege, checkSchemaCurrent, migrate } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
 import { input, reply, results, succeeded, takeTasks } from "../saga/harness.ts"
@@ -188,8 +188,7 @@ const ok = (result: ScriptResult, what: string) =>
 const onDatabase = (config: DatabaseConfig) =>
   Layer.fresh(EngineLayer.layer).pipe(
     Layer.provideMerge(SagaRegistry.layer([BalanceCalculation])),
-    Layer.provideMerge(PgSagaStore.layerNoDeps()),
-    Layer.provideMerge(runtimeClient(config, 4)),
+    Layer.provideMerge(PgSagaStore.layerDatabase(config, { maxConnections: 4 })),
     Layer.provideMerge(NodeServices.layer)
   )
 

@@ -15,7 +15,7 @@ import { promisify } from "node:util"
 import { NodeServices } from "@effect/platform-node"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import type { DatabaseConfig } from "../../src/Config.ts"
-import { migrate, runtimeClient } from "../../src/store/Database.ts"
+import { migrate } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import type { StoreSettings } from "../../src/store/settings.ts"
 import { bootstrap, type PgServer, passwords, psql } from "./postgres.ts"
@@ -201,8 +201,6 @@ export const layerStore = (
 ) =>
   Layer.unwrap(
     Effect.map(PrivateCluster, (cluster) =>
-      PgSagaStore.layerNoDeps(options.store).pipe(
-        Layer.provideMerge(runtimeClient(cluster.config, options.maxConnections ?? 10))
-      )
+      PgSagaStore.layerDatabase(cluster.config, { ...options.store, maxConnections: options.maxConnections })
     )
   ).pipe(Layer.provideMerge(layer(options)))
