@@ -17,6 +17,7 @@ import { BalanceCalculation } from "../../src/sagas/BalanceCalculation.ts"
 import * as MemorySagaStore from "../../src/store/MemorySagaStore.ts"
 import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
 import { input, results, succeeded, takeTask } from "../saga/harness.ts"
+import { eventually } from "../utils/eventually.ts"
 
 /** Switches the store's transactions off and on, and counts them. */
 class StoreOutage extends Context.Service<
@@ -56,16 +57,6 @@ const runtime = <S>(store: Layer.Layer<SagaStore | S>) =>
     Layer.provideMerge(store),
     Layer.provideMerge(MemoryBroker.layer)
   )
-
-/** Lets forked fibers run until `condition` holds; fails the test if it never does. */
-const eventually = (condition: Effect.Effect<boolean, unknown, SagaStore | MemoryBroker.MemoryBroker>, what: string) =>
-  Effect.gen(function* () {
-    for (let round = 0; round < 500; round++) {
-      if (yield* condition) return
-      yield* Effect.yieldNow
-    }
-    assert.fail(`never happened: ${what}`)
-  })
 
 const queue = (name: string) => Effect.flatMap(MemoryBroker.MemoryBroker, (memory) => memory.messages(name))
 const unacknowledged = (name: string) =>
@@ -126,8 +117,8 @@ describe("ReplyConsumer", () => {
       const poison = body(task)
       yield* sendReply(poison, "poison-1")
       yield* eventually(
-        Effect.map(deadLetters, (dead) => dead.length === 1),
-        "the reply is dead-lettered"
+        "the reply is dead-lettered",
+        Effect.map(deadLetters, (dead) => dead.length === 1)
       )
       const [dead] = yield* deadLetters
       assert.strictEqual(dead?.messageId, "poison-1")
@@ -144,10 +135,10 @@ describe("ReplyConsumer", () => {
 
       yield* sendReply(prepared(task), "good-1")
       yield* eventually(
-        Effect.map(get(saga.id), (s) => s.currentState === "MESHING_GEOMETRY"),
-        "the valid reply after it is applied"
+        "the valid reply after it is applied",
+        Effect.map(get(saga.id), (s) => s.currentState === "MESHING_GEOMETRY")
       )
-      yield* eventually(repliesSettled, "the valid reply is acknowledged")
+      yield* eventually("the valid reply is acknowledged", repliesSettled)
       assert.strictEqual((yield* deadLetters).length, 1)
     }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
   )
@@ -159,10 +150,10 @@ describe("ReplyConsumer", () => {
       yield* consume
       yield* sendReply(prepared(task), "reply-1")
       yield* eventually(
-        Effect.map(get(saga.id), (s) => s.lockVersion === 1),
-        "the reply is applied"
+        "the reply is applied",
+        Effect.map(get(saga.id), (s) => s.lockVersion === 1)
       )
-      yield* eventually(repliesSettled, "the reply is acknowledged")
+      yield* eventually("the reply is acknowledged", repliesSettled)
       const moved = yield* get(saga.id)
       assert.deepInclude(moved, { currentState: "MESHING_GEOMETRY", status: "RUNNING" })
       assert.deepStrictEqual(
@@ -195,8 +186,8 @@ describe("ReplyConsumer", () => {
       yield* consume
       yield* sendReply(prepared(task), "parked-1")
       yield* eventually(
-        Effect.map(deadLetters, (dead) => dead.length === 1),
-        "the reply is dead-lettered"
+        "the reply is dead-lettered",
+        Effect.map(deadLetters, (dead) => dead.length === 1)
       )
       const [dead] = yield* deadLetters
       assert.strictEqual(dead?.messageId, "parked-1")
@@ -220,8 +211,8 @@ describe("ReplyConsumer", () => {
       yield* consume
       yield* sendReply(prepared(task), "during-outage")
       yield* eventually(
-        Effect.map(outage.transactCalls, (n) => n === 1),
-        "the consumer tries to apply the reply"
+        "the consumer tries to apply the reply",
+        Effect.map(outage.transactCalls, (n) => n === 1)
       )
       // The consumer backs off for a second holding the delivery: not acknowledged, not dead-lettered.
       assert.deepStrictEqual(
@@ -234,8 +225,8 @@ describe("ReplyConsumer", () => {
       // Still down after the back-off: the reply comes back from the queue and fails again.
       yield* TestClock.adjust("1 second")
       yield* eventually(
-        Effect.map(outage.transactCalls, (n) => n === 2),
-        "the requeued reply is tried again"
+        "the requeued reply is tried again",
+        Effect.map(outage.transactCalls, (n) => n === 2)
       )
       const [again] = yield* unacknowledged(Queues.replies)
       assert.deepInclude(again, { messageId: "during-outage", redelivered: true })
@@ -245,7 +236,7 @@ describe("ReplyConsumer", () => {
       for (let round = 0; round < 10 && (yield* get(saga.id)).lockVersion === 0; round++) {
         yield* TestClock.adjust("1 second")
       }
-      yield* eventually(repliesSettled, "the reply is acknowledged once applied")
+      yield* eventually("the reply is acknowledged once applied", repliesSettled)
       assert.deepInclude(yield* get(saga.id), { currentState: "MESHING_GEOMETRY", lockVersion: 1 })
       assert.strictEqual(yield* outage.transactCalls, 3)
       assert.deepStrictEqual(yield* deadLetters, [])

@@ -8,7 +8,6 @@
 
 import { execFile } from "node:child_process"
 import * as fs from "node:fs/promises"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
@@ -18,6 +17,7 @@ import type { DatabaseConfig } from "../../src/Config.ts"
 import { migrate } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import type { StoreSettings } from "../../src/store/settings.ts"
+import { freePort } from "./freePort.ts"
 import { bootstrap, type PgServer, passwords, psql } from "./postgres.ts"
 import { isAlive } from "./processes.ts"
 
@@ -112,17 +112,6 @@ const removeAbandoned = Effect.promise(async () => {
       await removeCluster(directories(path.join(os.tmpdir(), entry)))
     }
   }
-})
-
-/** A port nothing listens on at the moment, on 127.0.0.1. */
-export const freePort = Effect.callback<number>((resume) => {
-  const probe = net.createServer()
-  probe.once("error", (error) => resume(Effect.die(error)))
-  probe.listen(0, "127.0.0.1", () => {
-    const address = probe.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    probe.close(() => resume(port === 0 ? Effect.die(new Error("no free port")) : Effect.succeed(port)))
-  })
 })
 
 /** A fresh cluster in a temp directory owned by `postgres`, not yet started. */
