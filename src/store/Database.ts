@@ -70,7 +70,7 @@ export const nameSecretFileOnAuthFailure =
     })
 
 /** Applies pending migrations with the owner's credentials; returns what it applied. Safe to run concurrently. */
-export const migrate = Effect.fnUntraced(function* (db: DatabaseConfig) {
+export const migrate = Effect.fn("Database.migrate")(function* (db: DatabaseConfig) {
   if (Option.isNone(db.migration)) {
     return yield* new InvalidConfig({ reason: "ORCH_DB_MIGRATION_USER is not set: no credentials to migrate with" })
   }
@@ -146,16 +146,15 @@ export const runtimeRolePrivileges = Effect.gen(function* () {
 })
 
 /** Fails unless the runtime role is least-privileged, or logs loudly when an override allows it anyway. */
-export const checkLeastPrivilege = (allowPrivileged: boolean) =>
-  Effect.gen(function* () {
-    const { role, reasons } = yield* runtimeRolePrivileges
-    if (reasons.length === 0) return
-    const error = new RuntimeRoleTooPowerful({ role, reasons })
-    if (!allowPrivileged) return yield* error
-    yield* Effect.logWarning(
-      `DEVELOPMENT OVERRIDE (ORCH_DB_ALLOW_PRIVILEGED_ROLE=true): running although ${error.message}. Never in production.`
-    )
-  })
+export const checkLeastPrivilege = Effect.fn("Database.checkLeastPrivilege")(function* (allowPrivileged: boolean) {
+  const { role, reasons } = yield* runtimeRolePrivileges
+  if (reasons.length === 0) return
+  const error = new RuntimeRoleTooPowerful({ role, reasons })
+  if (!allowPrivileged) return yield* error
+  yield* Effect.logWarning(
+    `DEVELOPMENT OVERRIDE (ORCH_DB_ALLOW_PRIVILEGED_ROLE=true): running although ${error.message}. Never in production.`
+  )
+})
 
 const announceEmbedded = Effect.logWarning(
   [
