@@ -26,6 +26,7 @@ const unit = [
   "test/packaging/Configuration.test.ts",
   "test/packaging/Dockerfile.test.ts",
   "test/packaging/Kubernetes.test.ts",
+  "test/packaging/PostgresHa.test.ts",
   "test/saga/Engine.test.ts",
   "test/saga/Runtime.test.ts",
   "test/simulation/Workers.test.ts",
