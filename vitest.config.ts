@@ -38,7 +38,15 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     projects: [
-      { extends: true, test: { name: "unit", include: unit } },
+      {
+        extends: true,
+        test: {
+          name: "unit",
+          include: unit,
+          // PostgreSQL and RabbitMQ where nothing listens: a unit test that reaches for either fails.
+          env: { ORCH_TEST_PG_PORT: "1", ORCH_TEST_AMQP_PORT: "1" }
+        }
+      },
       {
         extends: true,
         test: {
