@@ -60,7 +60,7 @@ const broker = Layer.unwrap(
       Simulated: () =>
         Workers.layer(embedded(config.database) ? demoWorkers : {}).pipe(
           Layer.orDie,
-          Layer.provideMerge(MemoryBroker.layer),
+          Layer.provideMerge(MemoryBroker.layerMemory),
           Layer.tap(() =>
             embedded(config.database)
               ? Effect.void

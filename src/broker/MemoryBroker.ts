@@ -278,6 +278,6 @@ export const make = Effect.sync(() => {
 })
 
 /** One in-memory broker, provided both as the `Broker` port and as `MemoryBroker` for inspection. */
-export const layer: Layer.Layer<Broker | MemoryBroker> = Layer.effectContext(
+export const layerMemory: Layer.Layer<Broker | MemoryBroker> = Layer.effectContext(
   Effect.map(make, ({ broker, control }) => Context.make(Broker, broker).pipe(Context.add(MemoryBroker, control)))
 )

@@ -271,5 +271,5 @@ const contains = (value: unknown, pattern: unknown): boolean => {
   return value === pattern
 }
 
-export const layer = (settings: Partial<StoreSettings> = {}): Layer.Layer<SagaStore> =>
+export const layerMemory = (settings: Partial<StoreSettings> = {}): Layer.Layer<SagaStore> =>
   Layer.effect(SagaStore, make(settings)).pipe(Layer.provide(Random.layer))

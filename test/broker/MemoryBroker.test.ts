@@ -41,7 +41,7 @@ const memoryFixture = Layer.effect(
         memory.inject(exchange, routingKey, body, { headers }).pipe(Effect.orDie)
     })
   })
-).pipe(Layer.provideMerge(MemoryBroker.layer))
+).pipe(Layer.provideMerge(MemoryBroker.layerMemory))
 
 brokerContract("Broker contract: in memory", memoryFixture)
 
@@ -86,7 +86,7 @@ describe("MemoryBroker", () => {
       // Nothing is bound to the tasks exchange until workers bind their queues.
       assert.deepStrictEqual(bodies(yield* memory.unroutable), ["t1"])
       assert.deepStrictEqual(bodies(yield* memory.published), ["r1", "t1", "d1"])
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("routes a message to every queue whose binding matches, once per queue", () =>
@@ -110,7 +110,7 @@ describe("MemoryBroker", () => {
       assert.deepStrictEqual(bodies(yield* waiting("elsewhere")), [])
       const [first] = yield* waiting("geometry")
       assert.deepStrictEqual(first, { ...message("ex", "geometry.mesh", "1"), redelivered: false })
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("drops an unroutable message but records it", () =>
@@ -121,7 +121,7 @@ describe("MemoryBroker", () => {
       yield* publishBodies("ex", "solver.balance", ["lost"])
       assert.deepStrictEqual(bodies(yield* memory.unroutable), ["lost"])
       assert.deepStrictEqual(yield* waiting("geometry"), [])
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("fails a publish to an unknown exchange and routes nothing of that batch", () =>
@@ -137,7 +137,7 @@ describe("MemoryBroker", () => {
       assert.deepStrictEqual(yield* waiting(Queues.replies), [])
       const bindError = yield* Effect.flip(memory.bind("q", "nowhere", "#"))
       assert.strictEqual(bindError._tag, "BrokerUnavailable")
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("fails every publish during a simulated outage", () =>
@@ -149,7 +149,7 @@ describe("MemoryBroker", () => {
       yield* memory.setAvailable(true)
       yield* publishBodies(Exchanges.replies, "geometry.mesh", ["after"])
       assert.deepStrictEqual(bodies(yield* waiting(Queues.replies)), ["after"])
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("shares a queue between competing consumers, each within its own prefetch", () =>
@@ -185,7 +185,7 @@ describe("MemoryBroker", () => {
       assert.deepStrictEqual([...(byConsumer.a ?? []), ...(byConsumer.b ?? [])].sort(), ["1", "2", "3", "4", "5", "6"])
       yield* Fiber.interrupt(a)
       yield* Fiber.interrupt(b)
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("injects raw messages without ids, as an outside producer may send them", () =>
@@ -204,6 +204,6 @@ describe("MemoryBroker", () => {
       })
       const error = yield* Effect.flip(memory.inject("nowhere", "k", "{}"))
       assert.strictEqual(error._tag, "BrokerUnavailable")
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 })

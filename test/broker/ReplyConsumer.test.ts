@@ -49,13 +49,13 @@ const outageStore = Layer.effectContext(
     const outage = StoreOutage.of({ setDown: (value) => Ref.set(down, value), transactCalls: Ref.get(calls) })
     return Context.make(SagaStore, store).pipe(Context.add(StoreOutage, outage))
   })
-).pipe(Layer.provide(MemorySagaStore.layer()))
+).pipe(Layer.provide(MemorySagaStore.layerMemory()))
 
 const runtime = <S>(store: Layer.Layer<SagaStore | S>) =>
   Engine.layer.pipe(
     Layer.provideMerge(SagaRegistry.layer([BalanceCalculation])),
     Layer.provideMerge(store),
-    Layer.provideMerge(MemoryBroker.layer)
+    Layer.provideMerge(MemoryBroker.layerMemory)
   )
 
 const queue = (name: string) => Effect.flatMap(MemoryBroker.MemoryBroker, (memory) => memory.messages(name))
@@ -140,7 +140,7 @@ describe("ReplyConsumer", () => {
       )
       yield* eventually("the valid reply is acknowledged", repliesSettled)
       assert.strictEqual((yield* deadLetters).length, 1)
-    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
   it.effect("applies a valid reply and acknowledges it", () =>
@@ -165,7 +165,7 @@ describe("ReplyConsumer", () => {
       )
       assert.strictEqual((yield* takeTask).taskType, "geometry.mesh")
       assert.deepStrictEqual(yield* deadLetters, [])
-    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
   it.effect("dead-letters a reply for a parked saga and leaves the saga as it is", () =>
@@ -199,7 +199,7 @@ describe("ReplyConsumer", () => {
       assert.deepStrictEqual(yield* get(saga.id), parked)
       assert.strictEqual((yield* store.history(saga.id)).length, 2)
       assert.deepStrictEqual(yield* store.ignoredEvents(saga.id), [])
-    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
   it.effect("keeps a reply through a store outage and applies it once the store is back", () =>

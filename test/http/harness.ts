@@ -29,8 +29,8 @@ export const layer = Server.layerPort(0).pipe(
   Layer.provide(Layer.succeed(ApiTokens, ApiTokens.make([Redacted.make(token)]))),
   Layer.provideMerge(engineLayer),
   Layer.provideMerge(SagaRegistry.layer(definitions)),
-  Layer.provideMerge(MemoryBroker.layer),
-  Layer.provideMerge(MemorySagaStore.layer()),
+  Layer.provideMerge(MemoryBroker.layerMemory),
+  Layer.provideMerge(MemorySagaStore.layerMemory()),
   Layer.provide(Logger.layer([capture]))
 )
 

@@ -37,7 +37,7 @@ const runtime = (fleet: Fleet) =>
   Layer.mergeAll(
     engineLayer(),
     Workers.layer({ latency: "200 millis", seed: "metrics", script: fleet.script }).pipe(
-      Layer.provideMerge(MemoryBroker.layer)
+      Layer.provideMerge(MemoryBroker.layerMemory)
     )
   ).pipe(Layer.provideMerge(layerMetricRegistry))
 
@@ -199,7 +199,7 @@ describe("Metrics", () => {
 const engineOn = (store: Layer.Layer<SagaStore, never, SagaStore>) =>
   EngineModule.layer.pipe(
     Layer.provideMerge(SagaRegistry.layer([BalanceCalculation])),
-    Layer.provideMerge(store.pipe(Layer.provide(MemorySagaStore.layer()))),
+    Layer.provideMerge(store.pipe(Layer.provide(MemorySagaStore.layerMemory()))),
     Layer.provideMerge(layerMetricRegistry)
   )
 

@@ -17,7 +17,10 @@ import { layer as engineLayer, input, results, succeeded } from "../saga/harness
 import { eventually } from "../utils/eventually.ts"
 import { layerRecordingTracer, parentOf, spansNamed } from "./support.ts"
 
-const runtime = engineLayer().pipe(Layer.provideMerge(MemoryBroker.layer), Layer.provideMerge(layerRecordingTracer))
+const runtime = engineLayer().pipe(
+  Layer.provideMerge(MemoryBroker.layerMemory),
+  Layer.provideMerge(layerRecordingTracer)
+)
 
 /** The outbox as it is, without publishing it. */
 const outbox = Effect.flatMap(SagaStore, (store) => {

@@ -31,7 +31,9 @@ const fleetOfSagas = fleet([
 const runtime = Engine.layer.pipe(
   Layer.provideMerge(SagaRegistry.layer([BalanceCalculation])),
   Layer.provideMerge(
-    Workers.layer({ latency: "20 millis", script: fleetOfSagas.script }).pipe(Layer.provideMerge(MemoryBroker.layer))
+    Workers.layer({ latency: "20 millis", script: fleetOfSagas.script }).pipe(
+      Layer.provideMerge(MemoryBroker.layerMemory)
+    )
   ),
   Layer.provideMerge(TestDatabase.layerStore())
 )

@@ -73,7 +73,7 @@ const quietReplies = Effect.gen(function* () {
 })
 
 const withWorkers = (options: Workers.Options) =>
-  Effect.provide(Workers.layer(options).pipe(Layer.provideMerge(MemoryBroker.layer)))
+  Effect.provide(Workers.layer(options).pipe(Layer.provideMerge(MemoryBroker.layerMemory)))
 
 const sha = /^[0-9a-f]{40}$/
 
