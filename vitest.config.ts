@@ -27,7 +27,9 @@ const unit = [
   "test/packaging/Dockerfile.test.ts",
   "test/packaging/Kubernetes.test.ts",
   "test/packaging/PostgresHa.test.ts",
+  "test/saga/Cancellation.test.ts",
   "test/saga/Engine.test.ts",
+  "test/saga/Heartbeat.test.ts",
   "test/saga/Runtime.test.ts",
   "test/simulation/Workers.test.ts",
   "test/store/MemorySagaStore.test.ts"

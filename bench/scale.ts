@@ -28,13 +28,13 @@ const populate = (env: BenchEnv, rows: number) =>
   env
     .superuser(`
     INSERT INTO orchestrator.saga_instances
-      (id, saga_type, current_state, status, context, correlation_id, lock_version, created_at, updated_at)
+      (id, saga_type, current_state, status, context, progress, correlation_id, lock_version, created_at, updated_at)
     SELECT gen_random_uuid(), 'BALANCE_CALCULATION',
            CASE WHEN n % 20 = 0 THEN 'MESHING_GEOMETRY' ELSE 'PUBLISHING_RESULTS' END,
            CASE WHEN n % 20 = 0 THEN 'RUNNING' WHEN n % 7 = 0 THEN 'FAILED' ELSE 'COMPLETED' END,
            jsonb_build_object('repo', 'scale/ok/' || n, 'baseBranch', 'main', 'inputRef', 'inputs/' || n || '.yaml',
                               'requestedBy', 'user' || (n % 50)),
-           'corr-' || n, 5, now() - (n % 43200) * interval '1 minute', now() - (n % 43200) * interval '1 minute'
+           '{}', 'corr-' || n, 5, now() - (n % 43200) * interval '1 minute', now() - (n % 43200) * interval '1 minute'
     FROM generate_series(1, ${rows}) n;
     INSERT INTO orchestrator.saga_timers (saga_id, due_at, awaiting, lock_version)
     SELECT id, CASE WHEN random() < 0.1 THEN now() - interval '1 minute' ELSE now() + interval '1 hour' END,

@@ -26,6 +26,15 @@ export interface TransitionsResult {
 }
 
 const context = { repo: "bench/ok/1", baseBranch: "main", inputRef: "inputs/bench.yaml", requestedBy: "bench-seed" }
+/** The engine's bookkeeping as a step writes it beside the context. */
+const progress = {
+  version: 1,
+  step: 1,
+  attempt: 1,
+  awaiting: { _tag: "Reply", taskId: "t", taskType: "geometry.mesh" },
+  deadline: "2030-01-01T00:00:00.000Z",
+  completed: ["prepareBranch"]
+}
 const task = { exchange: "orchestrator.tasks", routingKey: "geometry.mesh" }
 const payload = { taskId: "00000000-0000-4000-8000-000000000000", taskType: "geometry.mesh", attempt: 1 }
 
@@ -35,23 +44,24 @@ const sagaIdOf = (n: string) => `overlay(overlay(md5('b' || ${n}) placing '4' fr
 /** `count` RUNNING sagas with ids sagaIdOf(n), n = 1..count, which pgbench computes the same way. */
 export const seed = (env: BenchEnv, count: number) =>
   env.superuser(`
-    INSERT INTO orchestrator.saga_instances (id, saga_type, current_state, status, context, correlation_id)
+    INSERT INTO orchestrator.saga_instances (id, saga_type, current_state, status, context, progress, correlation_id)
     SELECT ${sagaIdOf("n")}, 'BALANCE_CALCULATION', 'PREPARING_BRANCH', 'RUNNING',
-           '${JSON.stringify(context)}'::jsonb, md5('b' || n)
+           '${JSON.stringify(context)}'::jsonb, '{}'::jsonb, md5('b' || n)
     FROM generate_series(1, ${count}) n;
     ANALYZE orchestrator.saga_instances`)
 
 const reset = (env: BenchEnv) =>
   env.superuser(`TRUNCATE orchestrator.saga_outbox, orchestrator.saga_transitions; CHECKPOINT`)
 
-const columns = "id, saga_type, current_state, status, context, correlation_id, lock_version, created_at, updated_at"
+const columns =
+  "id, saga_type, current_state, status, context, progress, correlation_id, lock_version, created_at, updated_at"
 
 export const pgbenchScript = (sagas: number) => `\\set n random(1, ${sagas})
 BEGIN;
 SELECT ${columns} FROM orchestrator.saga_instances WHERE id = ${sagaIdOf(":n")} FOR UPDATE \\gset
 UPDATE orchestrator.saga_instances
   SET current_state = 'MESHING_GEOMETRY', status = 'RUNNING', context = '${JSON.stringify(context)}'::jsonb,
-      lock_version = lock_version + 1
+      progress = '${JSON.stringify(progress)}'::jsonb, lock_version = lock_version + 1
   WHERE id = ${sagaIdOf(":n")} AND lock_version = :lock_version
   RETURNING ${columns};
 INSERT INTO orchestrator.saga_transitions
@@ -111,6 +121,7 @@ export const nodeClientStep = (ids: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const json = JSON.stringify(context)
+    const progressJson = JSON.stringify(progress)
     const detail = JSON.stringify({ taskId: "t" })
     const body = JSON.stringify(payload)
     return () => {
@@ -123,7 +134,7 @@ export const nodeClientStep = (ids: ReadonlyArray<string>) =>
           yield* sql`
             UPDATE orchestrator.saga_instances
             SET current_state = ${"MESHING_GEOMETRY"}, status = ${"RUNNING"}, context = ${json}::jsonb,
-                lock_version = lock_version + 1
+                progress = ${progressJson}::jsonb, lock_version = lock_version + 1
             WHERE id = ${id} AND lock_version = ${version}
             RETURNING ${sql.literal(columns)}`
           yield* sql`
@@ -152,6 +163,7 @@ export const storeStep = (ids: ReadonlyArray<string>) =>
             state: "MESHING_GEOMETRY",
             status: "RUNNING",
             context: { ...saga.context },
+            progress,
             event: "TaskSucceeded",
             detail: { taskId: "t" },
             messages: [{ ...task, payload }]

@@ -1,5 +1,5 @@
 /**
- * Consumes workers' replies and hands them to the engine. A reply is acknowledged only after the transaction that
+ * Consumes workers' replies and heartbeats and hands them to the engine. A reply is acknowledged only after the transaction that
  * applied it committed; one that cannot be processed (malformed JSON, wrong shape, unknown saga, parked saga) is
  * dead-lettered with the reason, and counted; a database outage leaves it unacknowledged, to be delivered again.
  *
@@ -7,7 +7,7 @@
  * `traceparent`, so the engine's span for the reply, and the next task, join that trace.
  */
 import { Duration, Effect, Layer, Schedule } from "effect"
-import { decodeReply, Queues } from "../domain/Messages.ts"
+import { decodeHeartbeat, decodeReply, isHeartbeatRoutingKey, Queues } from "../domain/Messages.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import * as TraceContext from "../observability/TraceContext.ts"
 import { Engine } from "../saga/Engine.ts"
@@ -33,7 +33,27 @@ const consumerSpan = (delivery: Delivery) => ({
   }
 })
 
-export const handle = (delivery: Delivery) =>
+/**
+ * A heartbeat is no step: one that cannot count (unknown saga, a task no longer awaited, a parked saga, the database
+ * unavailable) is acknowledged and forgotten — the next one, or the step's timeout, takes over. Only a malformed one
+ * is dead-lettered: a worker's bug is worth seeing.
+ */
+const handleHeartbeat = (delivery: Delivery) =>
+  Effect.gen(function* () {
+    const engine = yield* Engine
+    const decoded = yield* Effect.result(decodeHeartbeat(delivery.body))
+    if (decoded._tag === "Failure") {
+      return yield* deadLetter("malformed", `malformed heartbeat: ${decoded.failure.message}`)
+    }
+    const heartbeat = decoded.success
+    const recorded = yield* engine
+      .heartbeat(heartbeat)
+      .pipe(Effect.catch((error) => Effect.logDebug("heartbeat not recorded", error.message).pipe(Effect.as(false))))
+    if (!recorded) yield* Effect.logDebug("heartbeat for a task no longer awaited: ignored")
+    return Disposition.ack
+  }).pipe(Effect.withSpan("ReplyConsumer.heartbeat", consumerSpan(delivery)))
+
+const handleReply = (delivery: Delivery) =>
   Effect.gen(function* () {
     const engine = yield* Engine
     const decoded = yield* Effect.result(decodeReply(delivery.body))
@@ -69,6 +89,10 @@ export const handle = (delivery: Delivery) =>
       ...(delivery.correlationId === undefined ? {} : { correlationId: delivery.correlationId })
     })
   )
+
+/** A reply, or a heartbeat (routing key `<taskType>.heartbeat`). */
+export const handle = (delivery: Delivery) =>
+  isHeartbeatRoutingKey(delivery.routingKey) ? handleHeartbeat(delivery) : handleReply(delivery)
 
 export const run = (prefetch = 50) =>
   Effect.flatMap(Broker, (broker) =>

@@ -113,7 +113,6 @@ const show = Command.make(
         ignoredEvents: ignored.map((e) => ({ ...e, at: iso(e.at) }))
       })
     }
-    const { $saga: progress, ...context } = saga.context
     yield* Console.log(
       [
         `saga        ${saga.id}`,
@@ -123,8 +122,8 @@ const show = Command.make(
         `correlation ${saga.correlationId}`,
         `created     ${iso(saga.createdAt)}`,
         `updated     ${iso(saga.updatedAt)}`,
-        `context     ${JSON.stringify(context)}`,
-        `engine      ${JSON.stringify(progress ?? null)}`,
+        `context     ${JSON.stringify(saga.context)}`,
+        `progress    ${JSON.stringify(saga.progress)}`,
         "",
         "history",
         renderTable(["VERSION", "FROM", "TO", "STATUS", "EVENT", "AT"], historyRows(history)),

@@ -18,12 +18,17 @@ export const isActive = (status: SagaStatus): boolean => activeStatuses.includes
 export const SagaContext = Schema.Record(Schema.String, Schema.Json)
 export type SagaContext = typeof SagaContext.Type
 
+/** The engine's bookkeeping (see `Progress.ts`), kept beside the context; opaque to the store. */
+export const SagaProgress = Schema.Record(Schema.String, Schema.Json)
+export type SagaProgress = typeof SagaProgress.Type
+
 export class SagaInstance extends Schema.Class<SagaInstance>("SagaInstance")({
   id: SagaId,
   sagaType: Schema.String,
   currentState: Schema.String,
   status: SagaStatus,
   context: SagaContext,
+  progress: SagaProgress,
   correlationId: Schema.String,
   lockVersion: Schema.Int,
   createdAt: Schema.DateTimeUtc,

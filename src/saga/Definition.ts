@@ -69,6 +69,11 @@ export interface TaskStep<C extends Context, R = unknown> {
   /** The context after the step succeeded. */
   readonly onSuccess: (context: C, result: R) => Lift<C>
   readonly timeout: Duration.Duration
+  /**
+   * When set, the worker must send heartbeats: an attempt with none (nor a reply) for this long counts as timed out,
+   * long before `timeout` ends it anyway.
+   */
+  readonly heartbeatTimeout?: Duration.Duration | undefined
   readonly retry: RetryPolicy
   readonly compensation?: Compensation<C> | undefined
 }
@@ -109,6 +114,7 @@ export const task = <C extends Context, R>(options: {
   readonly result: Schema.Decoder<R>
   readonly onSuccess: (context: C, result: R) => Lift<C>
   readonly timeout: Duration.Input
+  readonly heartbeatTimeout?: Duration.Input | undefined
   readonly retry?: RetryPolicy | undefined
   readonly compensation?:
     | (Omit<Compensation<C>, "timeout" | "retry"> & {
@@ -120,6 +126,7 @@ export const task = <C extends Context, R>(options: {
   _tag: "Task",
   ...options,
   timeout: durationOf(options.timeout),
+  heartbeatTimeout: options.heartbeatTimeout === undefined ? undefined : durationOf(options.heartbeatTimeout),
   retry: options.retry ?? noRetry,
   compensation:
     options.compensation === undefined
@@ -176,7 +183,10 @@ export const transitionTable = (definition: AnySagaDefinition): ReadonlyArray<Tr
           waitsFor: `reply to ${step.taskType}`,
           onSuccess: next,
           onFailure: `retry (${describeRetry(step.retry)}), then ${compensate}`,
-          timeout: Duration.format(step.timeout),
+          timeout:
+            step.heartbeatTimeout === undefined
+              ? Duration.format(step.timeout)
+              : `${Duration.format(step.timeout)} (heartbeat ${Duration.format(step.heartbeatTimeout)})`,
           compensation: step.compensation ? `${step.compensation.name} (${step.compensation.taskType})` : "—"
         }
       : {

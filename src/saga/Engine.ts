@@ -3,15 +3,17 @@
  * through `SagaStore.transact`, so each change is one locked, versioned transaction writing state, outbox messages,
  * timer and history together. The decisions themselves live in `Engine/transitions.ts`.
  */
-import { Clock, Context, Effect, Layer, Option, Schema } from "effect"
+import { Clock, Context, DateTime, Effect, Layer, Option, Schema } from "effect"
 import { SecureRandom } from "effect/crypto"
-import { SagaNotFound } from "../domain/errors.ts"
-import type { ReplyMessage } from "../domain/Messages.ts"
-import { type DueTimer, SagaId, type SagaInstance } from "../domain/Saga.ts"
+import { SagaNotFound, type StoreUnavailable } from "../domain/errors.ts"
+import type { HeartbeatMessage, ReplyMessage } from "../domain/Messages.ts"
+import { awaitedTaskId, heartbeatJson } from "../domain/Progress.ts"
+import { type DueTimer, isActive, SagaId, type SagaInstance } from "../domain/Saga.ts"
 import * as Random from "../random.ts"
 import type { Created, CreateSaga, TransactError } from "../store/SagaStore.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import type { AnySagaDefinition } from "./Definition.ts"
+import { begin, heartbeatDue, type Loaded, readProgress } from "./Engine/moves.ts"
 import * as Observed from "./Engine/observed.ts"
 import * as Transitions from "./Engine/transitions.ts"
 import {
@@ -46,6 +48,13 @@ export class Engine extends Context.Service<
     readonly reply: (reply: ReplyMessage) => Driven
     /** Delivers a signal (human input); refused with a typed error, changing nothing, when unexpected or invalid. */
     readonly signal: (sagaId: SagaId, name: string, data: unknown) => Driven<SignalNotExpected | InvalidSignalData>
+    /**
+     * Records a worker's heartbeat for the task the saga waits for, pushing the attempt's heartbeat deadline on;
+     * returns whether it counted. One for any other task (late, unknown, for a saga that moved on) changes nothing.
+     */
+    readonly heartbeat: (
+      message: HeartbeatMessage
+    ) => Effect.Effect<boolean, StoreUnavailable | UnknownDefinitionVersion | CorruptProgress>
     /** Fires a claimed timer: a step timeout, a retry back-off, or a signal deadline. */
     readonly fire: (timer: DueTimer) => Driven
     /** Operator repair: sends the current task again (a stuck compensation too). */
@@ -54,6 +63,8 @@ export class Engine extends Context.Service<
     readonly cancel: (sagaId: SagaId, expectedVersion?: number) => Driven<SagaFinished>
   }
 >()("saga-orchestrator/saga/Engine") {}
+
+const isSagaId = Schema.is(SagaId)
 
 type CreateError = Effect.Error<ReturnType<SagaStore["Service"]["create"]>>
 
@@ -80,13 +91,13 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const span = yield* Effect.option(Effect.currentSpan)
       // The store may run the step more than once (a retried transaction): the last run is the one that committed.
-      let last: Transitions.Loaded | undefined
+      let last: Loaded | undefined
       const step = (saga: SagaInstance) =>
         Effect.gen(function* () {
           Observed.annotateStepSpan(span, saga)
-          const { progress, context } = yield* Transitions.load(saga)
+          const progress = yield* readProgress(saga)
           const definition = yield* registry.get(saga.sagaType, progress.version, saga.id)
-          last = { saga, definition, context, progress }
+          last = { saga, definition, context: saga.context, progress }
           return yield* decide(last)
         })
       const after = yield* store.transact(
@@ -105,7 +116,7 @@ export const make = Effect.gen(function* () {
     )
     const id = (yield* random.uuidV7()) as SagaId
     yield* Effect.annotateCurrentSpan({ "saga.id": id, "saga.type": sagaType })
-    const first = yield* Transitions.begin(definition, id, definition.initialContext(decoded)).pipe(
+    const first = yield* begin(definition, id, definition.initialContext(decoded)).pipe(
       withRandom,
       // A first step that cannot even build its task is a definition bug, not bad input.
       Effect.orDie
@@ -115,6 +126,7 @@ export const make = Effect.gen(function* () {
       sagaType,
       state: first.state,
       context: first.context,
+      progress: first.progress,
       correlationId: options.correlationId,
       idempotencyKey: options.idempotencyKey,
       messages: first.messages,
@@ -127,36 +139,58 @@ export const make = Effect.gen(function* () {
     return created
   })
 
-  return Engine.of({
-    start,
-    reply: (reply) =>
-      // The id comes from outside: one that is not even a saga id names no saga (the database would refuse it).
-      Schema.decodeUnknownEffect(SagaId)(reply.sagaId).pipe(
-        Effect.mapError(() => new SagaNotFound({ sagaId: reply.sagaId })),
-        Effect.flatMap((sagaId) =>
-          Effect.flatMap(Clock.currentTimeMillis, (receivedAt) =>
-            drive(sagaId, Transitions.onReply(reply), { receivedAt })
-          )
-        ),
-        Effect.withSpan("Engine.reply", { attributes: { "saga.id": reply.sagaId, "task.id": reply.taskId } })
-      ),
-    signal: (sagaId, name, data) =>
-      drive(sagaId, Transitions.onSignal(name, data)).pipe(
-        Effect.withSpan("Engine.signal", { attributes: { "saga.id": sagaId, "signal.name": name } })
-      ),
-    fire: (timer) =>
-      drive(timer.sagaId, Transitions.onTimer(timer), { expectedVersion: timer.lockVersion }).pipe(
-        Effect.withSpan("Engine.fire", { attributes: { "saga.id": timer.sagaId } })
-      ),
-    retry: (sagaId, expectedVersion) =>
-      drive(sagaId, Transitions.onRetry, { expectedVersion }).pipe(
-        Effect.withSpan("Engine.retry", { attributes: { "saga.id": sagaId } })
-      ),
-    cancel: (sagaId, expectedVersion) =>
-      drive(sagaId, Transitions.onCancel, { expectedVersion }).pipe(
-        Effect.withSpan("Engine.cancel", { attributes: { "saga.id": sagaId } })
-      )
+  const reply = Effect.fn("Engine.reply")(function* (reply: ReplyMessage) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": reply.sagaId, "task.id": reply.taskId })
+    const receivedAt = yield* Clock.currentTimeMillis
+    // The id comes from outside: one that is not even a saga id names no saga (the database would refuse it).
+    const sagaId = yield* Schema.decodeUnknownEffect(SagaId)(reply.sagaId).pipe(
+      Effect.mapError(() => new SagaNotFound({ sagaId: reply.sagaId }))
+    )
+    return yield* drive(sagaId, Transitions.onReply(reply), { receivedAt })
   })
+
+  const signal = Effect.fn("Engine.signal")(function* (sagaId: SagaId, name: string, data: unknown) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": sagaId, "signal.name": name })
+    return yield* drive(sagaId, Transitions.onSignal(name, data))
+  })
+
+  const heartbeat = Effect.fn("Engine.heartbeat")(function* (message: HeartbeatMessage) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": message.sagaId, "task.id": message.taskId })
+    if (!isSagaId(message.sagaId)) return false
+    const saga = yield* store.get(message.sagaId).pipe(Effect.catchTag("SagaNotFound", () => Effect.succeed(undefined)))
+    if (saga === undefined || !isActive(saga.status)) return false
+    const progress = yield* readProgress(saga)
+    if (awaitedTaskId(progress) !== message.taskId) return false
+    const definition = yield* registry.get(saga.sagaType, progress.version, saga.id)
+    const step = progress.compensation === undefined ? definition.steps[progress.step] : undefined
+    const heartbeatTimeout = step?._tag === "Task" ? step.heartbeatTimeout : undefined
+    const dueAt =
+      heartbeatTimeout === undefined || progress.deadline === null
+        ? undefined
+        : yield* heartbeatDue(progress.deadline, heartbeatTimeout)
+    const at = yield* DateTime.now
+    return yield* store.recordHeartbeat(saga.id, message.taskId, {
+      progress: heartbeatJson({ at, ...message.progress }),
+      dueAt
+    })
+  })
+
+  const fire = Effect.fn("Engine.fire")(function* (timer: DueTimer) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": timer.sagaId })
+    return yield* drive(timer.sagaId, Transitions.onTimer(timer), { expectedVersion: timer.lockVersion })
+  })
+
+  const retry = Effect.fn("Engine.retry")(function* (sagaId: SagaId, expectedVersion?: number) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": sagaId })
+    return yield* drive(sagaId, Transitions.onRetry, { expectedVersion })
+  })
+
+  const cancel = Effect.fn("Engine.cancel")(function* (sagaId: SagaId, expectedVersion?: number) {
+    yield* Effect.annotateCurrentSpan({ "saga.id": sagaId })
+    return yield* drive(sagaId, Transitions.onCancel, { expectedVersion })
+  })
+
+  return Engine.of({ start, reply, signal, heartbeat, fire, retry, cancel })
 })
 
 /** The engine over the SagaStore and SagaRegistry in context. */

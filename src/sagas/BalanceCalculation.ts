@@ -86,6 +86,8 @@ export const BalanceCalculation = define<BalanceCalculationContext, BalanceCalcu
       result: Schema.Struct({ runId: Ref, resultsRef: Ref }),
       onSuccess: (c, r) => ({ ...c, solverRunId: r.runId, resultsRef: r.resultsRef }),
       timeout: "2 hours",
+      // A run takes hours: a solver that stopped heartbeating is noticed in minutes, not at the end of the timeout.
+      heartbeatTimeout: "5 minutes",
       retry: backoff({ attempts: 2, initial: "1 minute" }),
       compensation: {
         name: "discardSolverRun",

@@ -7,7 +7,16 @@
 import { Context, type Duration, Effect, FiberSet, Layer, Random } from "effect"
 import { Broker, type BrokerUnavailable, type Delivery, Disposition, type OutgoingMessage } from "../broker/Broker.ts"
 import { MemoryBroker } from "../broker/MemoryBroker.ts"
-import { decodeTask, Exchanges, type ReplyMessage, type TaskError, type TaskMessage } from "../domain/Messages.ts"
+import {
+  type CancellationNotice,
+  decodeCancellation,
+  decodeTask,
+  Exchanges,
+  isCancellationRoutingKey,
+  type ReplyMessage,
+  type TaskError,
+  type TaskMessage
+} from "../domain/Messages.ts"
 
 export type ReplyResult = NonNullable<ReplyMessage["result"]>
 
@@ -108,6 +117,8 @@ export class Workers extends Context.Service<
     readonly handled: Effect.Effect<ReadonlyArray<HandledTask>>
     /** Every reply published, in order. */
     readonly sent: Effect.Effect<ReadonlyArray<SentReply>>
+    /** Every cancellation notice received, in order. */
+    readonly cancellations: Effect.Effect<ReadonlyArray<CancellationNotice>>
   }
 >()("saga-orchestrator/simulation/Workers") {}
 
@@ -157,6 +168,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const broker = yield* Broker
   const handled: Array<HandledTask> = []
   const sent: Array<SentReply> = []
+  const cancellations: Array<CancellationNotice> = []
   // Replies by task id: a task received again (redelivered, duplicated) gets the same answer, as from an
   // idempotent worker. Stored before publishing, so a reply that failed to go out is sent on redelivery.
   const done = new Map<string, ReplyMessage | "silent">()
@@ -242,7 +254,17 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     return reply.outcome
   })
 
+  /** A notice that a task was abandoned: simulated work has nothing to stop, so it is only recorded. */
+  const cancelled = (delivery: Delivery) =>
+    decodeCancellation(delivery.body).pipe(
+      Effect.matchEffect({
+        onFailure: (error) => Effect.succeed(Disposition.deadLetter(`malformed cancellation: ${error.message}`)),
+        onSuccess: (notice) => Effect.sync(() => cancellations.push(notice)).pipe(Effect.as(Disposition.ack))
+      })
+    )
+
   const handle = (late: FiberSet.FiberSet<void, never>) => (delivery: Delivery) => {
+    if (isCancellationRoutingKey(delivery.routingKey)) return cancelled(delivery)
     const record = (task: TaskMessage | undefined, outcome: HandledTask["outcome"]) =>
       Effect.sync(() =>
         handled.push({ messageId: delivery.messageId, redelivered: delivery.redelivered, task, outcome })
@@ -277,7 +299,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   const service = Workers.of({
     handled: Effect.sync(() => [...handled]),
-    sent: Effect.sync(() => [...sent])
+    sent: Effect.sync(() => [...sent]),
+    cancellations: Effect.sync(() => [...cancellations])
   })
   return { service, run }
 })

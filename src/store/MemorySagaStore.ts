@@ -20,7 +20,7 @@ import {
 import * as Random from "../random.ts"
 import { type ActiveSagas, SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
-import { checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
+import { checkAdvance, checkCreate, checkFilter, checkIgnored, checkProgress, encodeCursor } from "./validate.ts"
 
 interface ArmedTimer extends Timer {
   readonly lockVersion: number
@@ -107,6 +107,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           currentState: input.state,
           status: "RUNNING",
           context,
+          progress: input.progress ?? {},
           correlationId: input.correlationId ?? id,
           lockVersion: 0,
           createdAt: now,
@@ -174,6 +175,28 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         })
       }).pipe(lock.withPermits(1)),
 
+    recordHeartbeat: (id, taskId, heartbeat) =>
+      Effect.gen(function* () {
+        const saga = sagas.get(id)
+        const timer = timers.get(id)
+        if (
+          saga === undefined ||
+          timer === undefined ||
+          timer.lockVersion !== saga.lockVersion ||
+          timer.awaiting._tag !== "Reply" ||
+          timer.awaiting.taskId !== taskId
+        ) {
+          return false
+        }
+        const progress = yield* checkProgress(heartbeat.progress)
+        sagas.set(
+          id,
+          new SagaInstance({ ...saga, progress: { ...saga.progress, ...progress }, updatedAt: yield* DateTime.now })
+        )
+        if (heartbeat.dueAt !== undefined) timers.set(id, { ...timer, dueAt: heartbeat.dueAt })
+        return true
+      }).pipe(Effect.orDie, lock.withPermits(1)),
+
     transact: (id, step, options) =>
       Effect.gen(function* () {
         const saga = yield* find(id)
@@ -203,6 +226,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
           currentState: outcome.state,
           status: outcome.status,
           context,
+          progress: outcome.progress ?? saga.progress,
           lockVersion: saga.lockVersion + 1,
           updatedAt: yield* DateTime.now
         })

@@ -25,7 +25,15 @@ import {
 import { SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
 import { storeFailure, withTransactionRetry } from "./transactions.ts"
-import { type Advance, checkAdvance, checkCreate, checkFilter, checkIgnored, encodeCursor } from "./validate.ts"
+import {
+  type Advance,
+  checkAdvance,
+  checkCreate,
+  checkFilter,
+  checkIgnored,
+  checkProgress,
+  encodeCursor
+} from "./validate.ts"
 
 const isSagaId = Schema.is(SagaId)
 
@@ -42,7 +50,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
   // Publishing has effects outside the database: a failed relay transaction is not retried here but by the relay.
   const runOnce = withTransactionRetry(sql, Duration.zero)
 
-  const columns = sql`id, saga_type, current_state, status, context, correlation_id, lock_version, created_at, updated_at`
+  const columns = sql`id, saga_type, current_state, status, context, progress, correlation_id, lock_version, created_at, updated_at`
 
   // Ids come from outside (messages, URLs): one that is not a UUID names no saga, and must not reach PostgreSQL,
   // which would refuse it with an error that looks like an outage.
@@ -136,6 +144,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         WITH updated AS (
           UPDATE orchestrator.saga_instances
           SET current_state = ${outcome.state}, status = ${outcome.status}, context = ${sql.json(context)},
+              progress = ${outcome.progress === undefined ? sql`progress` : sql`${sql.json(outcome.progress)}`},
               lock_version = lock_version + 1
           WHERE id = ${saga.id} AND lock_version = ${saga.lockVersion}
           RETURNING ${columns}
@@ -181,8 +190,10 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         const already = yield* selectSaga(id)
         if (already !== undefined) return { saga: already, created: true }
         const inserted = yield* sql`
-          INSERT INTO orchestrator.saga_instances (id, saga_type, current_state, status, context, correlation_id)
-          VALUES (${id}, ${input.sagaType}, ${input.state}, 'RUNNING', ${sql.json(context)}, ${input.correlationId ?? id})
+          INSERT INTO orchestrator.saga_instances
+            (id, saga_type, current_state, status, context, progress, correlation_id)
+          VALUES (${id}, ${input.sagaType}, ${input.state}, 'RUNNING', ${sql.json(context)},
+                  ${sql.json(input.progress ?? {})}, ${input.correlationId ?? id})
           RETURNING ${columns}`
         const saga = yield* toSaga(inserted[0])
         if (key !== undefined) {
@@ -259,7 +270,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
   const findStuck: SagaStore["Service"]["findStuck"] = (olderThan, options) =>
     Effect.gen(function* () {
       const rows = yield* sql`
-        SELECT s.id, s.saga_type, s.current_state, s.status, s.context, s.correlation_id, s.lock_version,
+        SELECT s.id, s.saga_type, s.current_state, s.status, s.context, s.progress, s.correlation_id, s.lock_version,
                s.created_at, s.updated_at, t.due_at AS timer_due_at, t.awaiting AS timer_awaiting
         FROM orchestrator.saga_instances s
         LEFT JOIN orchestrator.saga_timers t ON t.saga_id = s.id
@@ -332,6 +343,30 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
       return saga
     }).pipe(Effect.withSpan("SagaStore.transact", { attributes: { "saga.id": id } }))
 
+  // Locks the saga row before its timer's, in the order `transact` takes them, so the two never deadlock. The timer
+  // must be the one armed at the saga's current version and await this very task.
+  const recordHeartbeat: SagaStore["Service"]["recordHeartbeat"] = (id, taskId, heartbeat) =>
+    Effect.gen(function* () {
+      if (!isSagaId(id)) return false
+      const progress = yield* checkProgress(heartbeat.progress).pipe(Effect.orDie)
+      const dueAt = heartbeat.dueAt === undefined ? null : DateTime.toDateUtc(heartbeat.dueAt)
+      const rows = yield* sql<{ readonly recorded: number }>`
+        WITH saga AS (
+          UPDATE orchestrator.saga_instances s SET progress = s.progress || ${sql.json(progress)}::jsonb
+          WHERE s.id = ${id} AND EXISTS (
+            SELECT 1 FROM orchestrator.saga_timers t
+            WHERE t.saga_id = s.id AND t.lock_version = s.lock_version
+              AND t.awaiting ->> '_tag' = 'Reply' AND t.awaiting ->> 'taskId' = ${taskId})
+          RETURNING s.id
+        ), timer AS (
+          UPDATE orchestrator.saga_timers t SET due_at = COALESCE(${dueAt}::timestamptz, t.due_at)
+          FROM saga WHERE t.saga_id = saga.id
+          RETURNING t.saga_id
+        )
+        SELECT count(*)::int AS recorded FROM saga`.pipe(Effect.mapError(storeFailure("recordHeartbeat")))
+      return (rows[0]?.recorded ?? 0) > 0
+    }).pipe(Effect.withSpan("SagaStore.recordHeartbeat", { attributes: { "saga.id": id } }))
+
   const wasApplied = (id: SagaId, transitionId: string) =>
     sql`SELECT 1 FROM orchestrator.saga_transitions WHERE saga_id = ${id} AND transition_id = ${transitionId}`.pipe(
       Effect.map((rows) => rows.length > 0)
@@ -369,6 +404,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     findStuck,
     claimDue,
     transact,
+    recordHeartbeat,
     summary: reports.summary,
     countActive: reports.countActive,
     health: health(sql),

@@ -15,6 +15,7 @@ import type {
   SagaContext,
   SagaId,
   SagaInstance,
+  SagaProgress,
   SagaStatus,
   StuckSaga,
   Timer,
@@ -27,6 +28,8 @@ export interface CreateSaga {
   readonly sagaType: string
   readonly state: string
   readonly context: SagaContext
+  /** The engine's bookkeeping, kept beside the context; `{}` when absent. */
+  readonly progress?: SagaProgress | undefined
   /** End-to-end trace id; defaults to the saga id. */
   readonly correlationId?: string | undefined
   /** Same key → same saga: a repeated create returns the saga the key first started. */
@@ -63,7 +66,7 @@ export interface SagaPage {
 }
 
 /**
- * What a step decided. `Advance` is one versioned write: new state, status and context, the messages to send, the
+ * What a step decided. `Advance` is one versioned write: new state, status, context and progress, the messages to send, the
  * timer that replaces the saga's current one (none when absent), and the history event. `Stay` changes nothing; with
  * `ignored` it records the event the saga was not waiting for (a duplicate or late reply, say).
  */
@@ -72,6 +75,8 @@ export type StepOutcome = Data.TaggedEnum<{
     readonly state: string
     readonly status: SagaStatus
     readonly context: SagaContext
+    /** Replaces the engine's bookkeeping; unchanged when absent. */
+    readonly progress?: SagaProgress | undefined
     readonly event: string
     readonly detail?: unknown
     readonly messages?: ReadonlyArray<OutboxMessage> | undefined
@@ -160,6 +165,17 @@ export class SagaStore extends Context.Service<
       step: (saga: SagaInstance) => Effect.Effect<StepOutcome, E, R>,
       options?: TransactOptions
     ) => Effect.Effect<SagaInstance, E | TransactError, R>
+    /**
+     * Records a sign of life of the task the saga waits for, without a step: merges `progress` into the saga's
+     * progress (top-level keys) and, with `dueAt`, moves the saga's timer there. Only while the saga's timer, armed at
+     * its current version, awaits the reply to `taskId`; returns whether it was recorded. The lock version and the
+     * history do not change; `updated_at` does (a saga whose worker is alive is not stuck).
+     */
+    readonly recordHeartbeat: (
+      id: SagaId,
+      taskId: string,
+      heartbeat: { readonly progress: SagaProgress; readonly dueAt?: DateTime.Utc | undefined }
+    ) => Effect.Effect<boolean, StoreError>
     /** Sagas by status and the outbox backlog, for health reports and metrics. */
     readonly summary: Effect.Effect<StoreSummary, StoreError>
     /** Whether the database answers and its schema is current; failures are values, never errors. */

@@ -4,7 +4,7 @@
  */
 import { Effect, Schema } from "effect"
 import { ContextTooLarge, InvalidSagaData } from "../domain/errors.ts"
-import { OutboxMessage, SagaContext, SagaId, SagaStatus, Timer } from "../domain/Saga.ts"
+import { OutboxMessage, SagaContext, SagaId, SagaProgress, SagaStatus, Timer } from "../domain/Saga.ts"
 import type { CreateSaga, SagaFilter, StepOutcome } from "./SagaStore.ts"
 
 export const defaultPageSize = 50
@@ -29,10 +29,11 @@ const checkCorrelationId = decode(Schema.NonEmptyString, "correlationId")
 const checkIdempotencyKey = decode(Schema.NonEmptyString, "idempotencyKey")
 const checkDetail = decode(Schema.Json, "detail")
 const checkContextShape = decode(SagaContext, "context")
+export const checkProgress = decode(SagaProgress, "progress")
 const checkMessages = decode(Schema.Array(OutboxMessage), "messages")
 const checkTimer = decode(Schema.UndefinedOr(Timer), "timer")
 
-/** A context must be a JSON object whose serialized form fits the limit. */
+/** A context must be a JSON object whose serialized form fits the limit (the engine's progress does not count). */
 export const checkContext = Effect.fnUntraced(function* (context: unknown, limit: number) {
   const json = yield* Effect.try({
     try: () => JSON.stringify(context),
@@ -53,6 +54,7 @@ export const checkCreate = Effect.fnUntraced(function* (input: CreateSaga, conte
   yield* checkMessages(input.messages ?? [])
   yield* checkTimer(input.timer)
   if (input.detail !== undefined) yield* checkDetail(input.detail)
+  if (input.progress !== undefined) yield* checkProgress(input.progress)
   return yield* checkContext(input.context, contextLimit)
 })
 
@@ -65,6 +67,7 @@ export const checkAdvance = Effect.fnUntraced(function* (outcome: Advance, conte
   if (outcome.detail !== undefined) yield* checkDetail(outcome.detail)
   yield* checkMessages(outcome.messages ?? [])
   yield* checkTimer(outcome.timer)
+  if (outcome.progress !== undefined) yield* checkProgress(outcome.progress)
   return yield* checkContext(outcome.context, contextLimit)
 })
 

@@ -225,6 +225,22 @@ layer(layerVhost(), { excludeTestServices: true, timeout: "60 seconds" })("AmqpB
     })
   )
 
+  it.effect("drops a cancellation notice nobody subscribed to without a warning", () =>
+    Effect.gen(function* () {
+      const vhost = yield* TestVhost
+      const broker = yield* AmqpBroker.make(vhost.options())
+      const [, logs] = yield* captureLogs(
+        broker.publish([
+          message(Exchanges.tasks, "nobody.listens.cancel", "{}", "m-notice"),
+          message(Exchanges.tasks, "nobody.listens", "{}", "m-task")
+        ])
+      )
+      const unroutable = logs.filter((line) => line.includes("unroutable"))
+      assert.strictEqual(unroutable.length, 1, logs.join("\n"))
+      assert.notInclude(unroutable[0], "nobody.listens.cancel")
+    })
+  )
+
   it.effect("requeues what a dead-letter copy could not be published for, instead of losing it", () =>
     Effect.gen(function* () {
       const vhost = yield* TestVhost

@@ -87,6 +87,27 @@ const prepared = (task: TaskMessage) => JSON.stringify(succeeded(task, results["
 const consume = Effect.forkScoped(ReplyConsumer.run())
 
 describe("ReplyConsumer", () => {
+  it.effect("records a heartbeat without a step, ignores a stale one, and dead-letters a malformed one", () =>
+    Effect.gen(function* () {
+      const { saga, task } = yield* started
+      yield* consume
+      const heartbeat = { sagaId: saga.id, taskId: task.taskId, progress: { percent: 30, message: "branching" } }
+      yield* sendReply(JSON.stringify(heartbeat), "beat-1", "gitlab.prepare_branch.heartbeat")
+      yield* sendReply(JSON.stringify({ ...heartbeat, taskId: "stale" }), "beat-2", "gitlab.prepare_branch.heartbeat")
+      yield* sendReply('{"sagaId": 1}', "beat-3", "gitlab.prepare_branch.heartbeat")
+      yield* eventually("every heartbeat is settled", repliesSettled)
+      const after = yield* get(saga.id)
+      assert.strictEqual(after.lockVersion, saga.lockVersion)
+      assert.deepInclude(after.progress.heartbeat, { percent: 30, message: "branching" })
+      const dead = yield* deadLetters
+      assert.deepStrictEqual(
+        dead.map((message) => message.messageId),
+        ["beat-3"]
+      )
+      assert.match(dead[0]?.headers[deadLetterReasonHeader] ?? "", /^malformed heartbeat: /)
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
+  )
+
   it.effect.each([
     {
       problem: "malformed JSON",
@@ -178,7 +199,8 @@ describe("ReplyConsumer", () => {
           StepOutcome.Advance({
             state: s.currentState,
             status: s.status,
-            context: { ...s.context, $saga: { ...(s.context.$saga as object), version: 99 } },
+            context: s.context,
+            progress: { ...s.progress, version: 99 },
             event: "WrittenByVersion99"
           })
         )

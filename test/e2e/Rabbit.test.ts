@@ -5,6 +5,11 @@
 import { assert, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { deadLetterReasonHeader } from "../../src/domain/Messages.ts"
+import { awaitedTaskId } from "../../src/domain/Progress.ts"
+import type { SagaId } from "../../src/domain/Saga.ts"
+import { readProgress } from "../../src/saga/Engine/moves.ts"
+import { Engine } from "../../src/saga/Engine.ts"
+import { SagaStore } from "../../src/store/SagaStore.ts"
 import { rabbit, TestVhost, layerVhost as testVhost } from "../utils/rabbit.ts"
 import { TestDatabase, layerStore as testStore } from "../utils/TestDatabase.ts"
 import * as Harness from "./harness.ts"
@@ -37,6 +42,42 @@ layer(environment, { excludeTestServices: true, timeout: "60 seconds" })("end to
         yield* Harness.eventually("every saga settled", Harness.settled(started), 30_000, started)
         yield* Harness.verify(started, { ignored: "exact" })
       })
+  )
+
+  it.effect("tells the worker to stop when a saga is cancelled while its solver runs", () =>
+    Effect.gen(function* () {
+      const engineer = yield* Harness.engineer
+      const started = yield* Harness.startSagas("cancel-", [["hang-solver", 1]])
+      yield* engineer.release(started)
+      yield* Harness.eventually("the solver runs", Harness.allIn(started, "RUNNING_SOLVER"), 20_000, started)
+      const id = started[0]?.id ?? ("" as SagaId)
+      const progress = yield* SagaStore.use((store) => store.get(id)).pipe(Effect.flatMap(readProgress))
+      const solver = { taskId: awaitedTaskId(progress) ?? "none" }
+      yield* Engine.use((engine) => engine.cancel(id))
+      yield* Harness.eventually(
+        "the worker received the cancellation notice",
+        Effect.map(Harness.cancellationsReceived, (notices) => notices.some((n) => n.taskId === solver.taskId)),
+        20_000,
+        started
+      )
+      const notices = yield* Harness.cancellationsReceived
+      assert.deepStrictEqual(
+        notices.filter((n) => n.sagaId === id),
+        [
+          {
+            sagaId: id,
+            sagaType: "BALANCE_CALCULATION",
+            taskId: solver.taskId,
+            taskType: "solver.balance",
+            stepKey: `${id}/runSolver`,
+            attempt: 1,
+            reason: "saga_cancelled"
+          }
+        ]
+      )
+      yield* Harness.eventually("the saga settled", Harness.settled(started), 20_000, started)
+      yield* Harness.verify(started, { ignored: "exact" })
+    })
   )
 
   it.effect("dead-letters malformed replies with the reason in a header and keeps running sagas", () =>

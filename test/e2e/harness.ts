@@ -18,6 +18,7 @@ import { expected, type Plan, type Started } from "./harness/plans.ts"
 
 export {
   appliedEffects,
+  cancellationsReceived,
   Deployment,
   type Endpoints,
   layer,

@@ -1,14 +1,25 @@
 import { assert, layer } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { DateTime, Effect, Schema } from "effect"
 import { MemoryBroker } from "../../src/broker/MemoryBroker.ts"
 import * as R from "../../src/http/Api/Representations.ts"
+import { SagaStore } from "../../src/store/SagaStore.ts"
 import * as H from "./harness.ts"
 import { answer, call, decode, input, logged, problem, snapshot, toCondenserInput, token } from "./harness.ts"
 
 const start = (body: Record<string, unknown>) =>
   call("POST", "/v1/sagas", { body }).pipe(Effect.map((reply) => ({ reply, saga: decode(reply, R.Saga) })))
 
-const sagaKeys = ["context", "correlationId", "createdAt", "currentState", "id", "lockVersion", "sagaType", "status"]
+const sagaKeys = [
+  "context",
+  "correlationId",
+  "createdAt",
+  "currentState",
+  "id",
+  "lockVersion",
+  "progress",
+  "sagaType",
+  "status"
+]
 
 layer(H.layer, { excludeTestServices: true, timeout: "60 seconds" })("HTTP API v1", (it) => {
   it.effect("serves probes, metrics, the OpenAPI document and the docs page without a token", () =>
@@ -103,6 +114,53 @@ layer(H.layer, { excludeTestServices: true, timeout: "60 seconds" })("HTTP API v
         const defaulted = yield* start({ type: "BALANCE_CALCULATION", input: input() })
         assert.strictEqual(defaulted.saga.correlationId, defaulted.saga.id)
       })
+  )
+
+  it.effect("shows the engine's progress beside a context that holds only the saga's own variables", () =>
+    Effect.gen(function* () {
+      const body = input()
+      const { saga } = yield* start({ type: "BALANCE_CALCULATION", input: body })
+      assert.deepStrictEqual(saga.context, body)
+      assert.deepInclude(saga.progress, {
+        definitionVersion: 1,
+        step: 0,
+        attempt: 1,
+        completed: [],
+        compensation: null
+      })
+      assert.deepInclude(saga.progress?.awaiting, { kind: "reply", taskType: "gitlab.prepare_branch" })
+      const deadline = saga.progress?.deadline
+      assert.isDefined(deadline ?? undefined)
+      // The first step's reply timeout, 2 minutes, from the engine's clock (the creation instant is the database's).
+      assert.closeTo(
+        DateTime.toEpochMillis(deadline ?? saga.createdAt) - DateTime.toEpochMillis(saga.createdAt),
+        120_000,
+        1_000
+      )
+
+      yield* toCondenserInput(saga.id)
+      const shown = decode(yield* call("GET", `/v1/sagas/${saga.id}`), R.SagaWithHistory)
+      assert.deepStrictEqual(shown.context, {
+        ...body,
+        branch: "calc/x",
+        branchCommitSha: "abc123",
+        meshRef: "meshes/x.msh"
+      })
+      assert.deepInclude(shown.progress, {
+        step: 2,
+        attempt: 0,
+        awaiting: { kind: "signal", name: "condenser_input" },
+        completed: ["prepareBranch", "meshGeometry"]
+      })
+      const listed = decode(yield* call("GET", `/v1/sagas?correlationId=${saga.id}`), R.SagaPage)
+      assert.deepStrictEqual(listed.items[0]?.progress, shown.progress)
+
+      // The store keeps the engine's bookkeeping beside the context, never in it (the column layout on PostgreSQL
+      // is the store's own test).
+      const stored = yield* SagaStore.use((store) => store.get(saga.id))
+      assert.notProperty(stored.context, "$saga", "the context holds no engine bookkeeping")
+      assert.deepInclude(stored.progress, { version: 1, step: 2, attempt: 0 })
+    })
   )
 
   it.effect("shows a saga with its history in version order and its lock version as ETag", () =>

@@ -6,11 +6,12 @@
 import { Duration, Effect, Layer, Logger, Option, Redacted, Schema } from "effect"
 import { HttpServer, ProblemDetails } from "effect/http"
 import * as MemoryBroker from "../../src/broker/MemoryBroker.ts"
+import { awaitedTaskId } from "../../src/domain/Progress.ts"
 import type { SagaId } from "../../src/domain/Saga.ts"
 import { ApiTokens } from "../../src/http/ApiTokens.ts"
 import * as Server from "../../src/http/Server.ts"
+import { readProgress } from "../../src/saga/Engine/moves.ts"
 import { Engine, layer as engineLayer } from "../../src/saga/Engine.ts"
-import { Progress, progressKey } from "../../src/saga/Progress.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { definitions } from "../../src/sagas/index.ts"
 import * as MemorySagaStore from "../../src/store/MemorySagaStore.ts"
@@ -88,8 +89,8 @@ export const input = (overrides: Record<string, unknown> = {}) => ({
 export const answer = (sagaId: SagaId, result: Record<string, string>) =>
   Effect.gen(function* () {
     const saga = yield* SagaStore.use((store) => store.get(sagaId))
-    const progress = yield* Schema.decodeUnknownEffect(Progress)(saga.context[progressKey])
-    const taskId = Option.getOrThrow(Option.fromNullishOr(progress.taskId))
+    const progress = yield* readProgress(saga)
+    const taskId = Option.getOrThrow(Option.fromNullishOr(awaitedTaskId(progress)))
     return yield* Engine.use((engine) =>
       engine.reply({ sagaId, taskId, outcome: "succeeded", result: result as never })
     )
@@ -115,7 +116,7 @@ const allSagas = Effect.gen(function* () {
 })
 
 /**
- * Everything the API could change, in one line: every saga (version, state, status, context, timestamps) with its
+ * Everything the API could change, in one line: every saga (version, state, status, context, progress, timestamps) with its
  * history and ignored events, what each waits for (its timer included), and the outbox backlog.
  */
 export const snapshot = Effect.gen(function* () {

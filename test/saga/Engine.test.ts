@@ -4,8 +4,8 @@ import { TestClock } from "effect/testing"
 import { formatTable } from "../../src/commands/definitions.ts"
 import type { SagaId } from "../../src/domain/Saga.ts"
 import { transitionTable } from "../../src/saga/Definition.ts"
+import { readProgress } from "../../src/saga/Engine/moves.ts"
 import { Engine } from "../../src/saga/Engine.ts"
-import { read } from "../../src/saga/Progress.ts"
 import { BalanceCalculation } from "../../src/sagas/BalanceCalculation.ts"
 import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
 import {
@@ -61,7 +61,7 @@ describe("Engine: BALANCE_CALCULATION", () => {
       assert.strictEqual(publish.taskType, "gitlab.publish_results")
       const done = yield* get(saga.id)
       assert.deepInclude(done, { status: "COMPLETED", currentState: "COMPLETED", lockVersion: 5 })
-      const { context } = yield* read(done)
+      const context = done.context
       assert.deepStrictEqual(context, {
         ...input,
         branch: "calc/run-42",
@@ -132,7 +132,7 @@ describe("Engine: BALANCE_CALCULATION", () => {
         ["DELETING_BRANCH", "COMPENSATING", "CompensationSucceeded"],
         ["FAILED", "FAILED", "SagaFailed"]
       ])
-      const { progress } = yield* read(yield* get(id))
+      const progress = yield* readProgress(yield* get(id))
       assert.deepInclude(progress.compensation?.reason, { step: "runSolver", code: "diverged" })
       assert.deepStrictEqual(yield* takeTasks, [])
     }).pipe(Effect.provide(layer()))
@@ -159,7 +159,7 @@ describe("Engine: BALANCE_CALCULATION", () => {
       yield* reply(succeeded(deleteBranch))
       const done = yield* get(saga.id)
       assert.strictEqual(done.status, "FAILED")
-      const { progress } = yield* read(done)
+      const progress = yield* readProgress(done)
       assert.deepInclude(progress.compensation?.reason, { step: "prepareBranch", code: "timeout" })
     }).pipe(Effect.provide(layer()))
   )
@@ -266,7 +266,7 @@ describe("Engine: BALANCE_CALCULATION", () => {
       assert.deepStrictEqual(yield* takeTasks, [])
       const stuck = yield* get(saga.id)
       assert.deepInclude(stuck, { status: "COMPENSATING", currentState: "DELETING_BRANCH" })
-      const { progress } = yield* read(stuck)
+      const progress = yield* readProgress(stuck)
       assert.deepInclude(progress.compensation?.stuck, { step: "deleteBranch", code: "gitlab_unavailable" })
       const found = (yield* store.findStuck(Duration.minutes(1))).find((s) => s.saga.id === saga.id)
       assert.strictEqual(found?.timer, null)
@@ -305,7 +305,8 @@ describe("Engine: BALANCE_CALCULATION", () => {
           StepOutcome.Advance({
             state: s.currentState,
             status: s.status,
-            context: { ...s.context, $saga: { ...(s.context.$saga as object), version: 99 } },
+            context: s.context,
+            progress: { ...s.progress, version: 99 },
             event: "WrittenByVersion99"
           })
         )

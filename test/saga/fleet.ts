@@ -8,9 +8,10 @@ import { assert } from "@effect/vitest"
 import { type Duration, Effect, Schema } from "effect"
 import * as MemoryBroker from "../../src/broker/MemoryBroker.ts"
 import { Queues, type TaskMessage } from "../../src/domain/Messages.ts"
+import { awaitedTaskId } from "../../src/domain/Progress.ts"
 import type { SagaInstance, SagaStatus, Transition } from "../../src/domain/Saga.ts"
+import { readProgress } from "../../src/saga/Engine/moves.ts"
 import { Engine } from "../../src/saga/Engine.ts"
-import { read } from "../../src/saga/Progress.ts"
 import * as Workers from "../../src/simulation/Workers.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
 import { endings, type Step } from "../utils/histories.ts"
@@ -142,9 +143,10 @@ export const startAll = (fleet: Fleet) =>
     return yield* Effect.forEach(fleet.runs, ({ repo, scenario }) =>
       Effect.gen(function* () {
         const { saga } = yield* engine.start("BALANCE_CALCULATION", { ...input, repo })
-        const { progress } = yield* read(saga)
-        assert.isNotNull(progress.taskId)
-        return { repo, scenario, saga, firstTaskId: progress.taskId ?? "" }
+        const progress = yield* readProgress(saga)
+        const firstTaskId = awaitedTaskId(progress)
+        assert.isDefined(firstTaskId)
+        return { repo, scenario, saga, firstTaskId: firstTaskId ?? "" }
       })
     )
   })

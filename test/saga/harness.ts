@@ -3,7 +3,14 @@
  * as a worker would, and fire due timers after moving the TestClock.
  */
 import { DateTime, Effect, Layer } from "effect"
-import { decodeTask, type ReplyMessage, type TaskMessage } from "../../src/domain/Messages.ts"
+import {
+  type CancellationNotice,
+  decodeCancellation,
+  decodeTask,
+  isCancellationRoutingKey,
+  type ReplyMessage,
+  type TaskMessage
+} from "../../src/domain/Messages.ts"
 import type { SagaId } from "../../src/domain/Saga.ts"
 import type { AnySagaDefinition } from "../../src/saga/Definition.ts"
 import { Engine, layer as engineLayer } from "../../src/saga/Engine.ts"
@@ -25,20 +32,24 @@ export const input = {
   requestedBy: "e.engineer"
 }
 
-/** Takes every task message out of the outbox, oldest first. */
-export const takeTasks = Effect.gen(function* () {
+/** Takes every message out of the outbox, oldest first: tasks, and cancellation notices of abandoned ones. */
+export const takeOutbox = Effect.gen(function* () {
   const store = yield* SagaStore
   const tasks: Array<TaskMessage> = []
+  const cancellations: Array<CancellationNotice> = []
   yield* store.publishOutbox(1000, (messages) =>
-    Effect.forEach(messages, (message) =>
-      decodeTask(JSON.stringify(message.payload)).pipe(
-        Effect.orDie,
-        Effect.map((task) => tasks.push(task))
-      )
-    )
+    Effect.forEach(messages, (message) => {
+      const body = JSON.stringify(message.payload)
+      return isCancellationRoutingKey(message.routingKey)
+        ? decodeCancellation(body).pipe(Effect.map((notice) => cancellations.push(notice)))
+        : decodeTask(body).pipe(Effect.map((task) => tasks.push(task)))
+    }).pipe(Effect.orDie)
   )
-  return tasks
+  return { tasks, cancellations }
 })
+
+/** Takes every task message out of the outbox, oldest first (cancellation notices are dropped). */
+export const takeTasks = Effect.map(takeOutbox, ({ tasks }) => tasks)
 
 /** The single task the saga sent since the last look. */
 export const takeTask = Effect.gen(function* () {

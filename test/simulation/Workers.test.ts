@@ -22,6 +22,7 @@ const task = (taskType: string, taskId: string, attempt = 1): TaskMessage => ({
   sagaType: "BALANCE_CALCULATION",
   taskId,
   taskType,
+  stepKey: `${sagaId}/${taskType}`,
   attempt,
   replyTo: "orchestrator.replies",
   payload: { repo: "balance/plant-7" }

@@ -176,8 +176,8 @@ layer(testLayer({ migrated: true }), { excludeTestServices: true, timeout: "60 s
         const sql = yield* App
         const id = "00000000-0000-7000-8000-00000000a001"
         const inserted = yield* sql<{ id: string }>`
-          INSERT INTO orchestrator.saga_instances (id, saga_type, current_state, status, context, correlation_id)
-          VALUES (${id}, 'PRIVILEGES_TEST', 'PREPARING', 'RUNNING', '{}', ${id}) RETURNING id`
+          INSERT INTO orchestrator.saga_instances (id, saga_type, current_state, status, context, progress, correlation_id)
+          VALUES (${id}, 'PRIVILEGES_TEST', 'PREPARING', 'RUNNING', '{}', '{}', ${id}) RETURNING id`
         const updated = yield* sql<{ status: string }>`
           UPDATE orchestrator.saga_instances SET status = 'COMPLETED' WHERE id = ${id} RETURNING status`
         const read = yield* sql<{ status: string }>`SELECT status FROM orchestrator.saga_instances WHERE id = ${id}`
@@ -221,7 +221,7 @@ layer(testLayer({ migrated: true }), { excludeTestServices: true, timeout: "60 s
         const columns = yield* su<{ count: number }>`
           SELECT count(*)::int AS count FROM information_schema.columns
           WHERE table_schema = 'orchestrator' AND table_name = 'saga_instances'`
-        assert.deepStrictEqual(columns, [{ count: 9 }])
+        assert.deepStrictEqual(columns, [{ count: 10 }])
       })
     )
 

@@ -40,12 +40,13 @@ const loadBulk = Effect.gen(function* () {
   yield* sql`
     WITH sagas AS (
       INSERT INTO orchestrator.saga_instances
-        (id, saga_type, current_state, status, context, correlation_id, lock_version, created_at, updated_at)
+        (id, saga_type, current_state, status, context, progress, correlation_id, lock_version, created_at, updated_at)
       SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(n), 12, '0'))::uuid,
              ${bulkType},
              CASE WHEN n % 20 = 0 THEN 'AWAITING_CONDENSER_INPUT' ELSE 'FINISHED' END,
              CASE WHEN n % 40 = 0 THEN 'COMPENSATING' WHEN n % 20 = 0 THEN 'RUNNING' ELSE 'COMPLETED' END,
              jsonb_build_object('inputRef', 'in/' || n, 'repo', 'balance/plant-' || n % 50, 'taskId', 'task-' || n),
+             '{}',
              'trace-' || n,
              n % 7,
              now() - (${bulkSize + 1} - n) * interval '1 minute' - interval '1 hour',
@@ -158,32 +159,35 @@ const sqlState = (error: unknown): string | undefined => {
 const insertRow = (sql: PgClient.PgClient, id: string, status: string, at?: string) =>
   sql`
     INSERT INTO orchestrator.saga_instances
-      (id, saga_type, current_state, status, context, correlation_id, created_at, updated_at)
-    VALUES (${id}, 'SCHEMA_TEST', 'PREPARING', ${status}, '{}', ${id},
+      (id, saga_type, current_state, status, context, progress, correlation_id, created_at, updated_at)
+    VALUES (${id}, 'SCHEMA_TEST', 'PREPARING', ${status}, '{}', '{}', ${id},
             ${at === undefined ? sql`now()` : at}, ${at === undefined ? sql`now()` : at})`
 
 layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("saga store schema (DESIGN §3)", (it) => {
-  it.effect("saga_instances has exactly the columns of DESIGN §3, all NOT NULL, instants with time zone", () =>
-    Effect.gen(function* () {
-      const sql = yield* Superuser
-      const columns = yield* sql<{ column_name: string; data_type: string; is_nullable: string }>`
+  it.effect(
+    "saga_instances has the columns of DESIGN §3 and the engine's progress, all NOT NULL, instants with time zone",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* Superuser
+        const columns = yield* sql<{ column_name: string; data_type: string; is_nullable: string }>`
         SELECT column_name, data_type, is_nullable FROM information_schema.columns
         WHERE table_schema = 'orchestrator' AND table_name = 'saga_instances' ORDER BY ordinal_position`
-      assert.deepStrictEqual(
-        columns.map((c) => [c.column_name, c.data_type, c.is_nullable]),
-        [
-          ["id", "uuid", "NO"],
-          ["saga_type", "character varying", "NO"],
-          ["current_state", "character varying", "NO"],
-          ["status", "character varying", "NO"],
-          ["context", "jsonb", "NO"],
-          ["correlation_id", "character varying", "NO"],
-          ["lock_version", "integer", "NO"],
-          ["created_at", "timestamp with time zone", "NO"],
-          ["updated_at", "timestamp with time zone", "NO"]
-        ]
-      )
-    })
+        assert.deepStrictEqual(
+          columns.map((c) => [c.column_name, c.data_type, c.is_nullable]),
+          [
+            ["id", "uuid", "NO"],
+            ["saga_type", "character varying", "NO"],
+            ["current_state", "character varying", "NO"],
+            ["status", "character varying", "NO"],
+            ["context", "jsonb", "NO"],
+            ["correlation_id", "character varying", "NO"],
+            ["lock_version", "integer", "NO"],
+            ["created_at", "timestamp with time zone", "NO"],
+            ["updated_at", "timestamp with time zone", "NO"],
+            ["progress", "jsonb", "NO"]
+          ]
+        )
+      })
   )
 
   it.effect("the tables are keyed as designed and the side tables belong to their saga", () =>

@@ -127,6 +127,31 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
       })
     )
 
+    it.effect(
+      "keeps the engine's progress beside the context: outside the size limit, replaced only when a step gives it",
+      () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore
+          // A context just under the limit, and progress that would take it over if it counted.
+          const context = { blob: "x".repeat(limit - 20) }
+          const progress = { version: 1, completed: ["a".repeat(1_000)] }
+          const { saga } = yield* start({ context, progress })
+          assert.deepStrictEqual(saga.context, context)
+          assert.deepStrictEqual(saga.progress, progress)
+          const kept = yield* store.transact(saga.id, advance("KEPT"))
+          assert.deepStrictEqual(kept.progress, progress)
+          const replaced = yield* store.transact(
+            saga.id,
+            advance("REPLACED", {}, { progress: { version: 1, step: 1 } })
+          )
+          assert.deepStrictEqual((yield* store.get(saga.id)).progress, { version: 1, step: 1 })
+          assert.deepStrictEqual(replaced.context, context)
+          const bad = yield* Effect.flip(store.transact(saga.id, advance("X", {}, { progress: [] as never })))
+          assert.deepInclude(bad, { _tag: "InvalidSagaData", field: "progress" })
+          assert.deepStrictEqual((yield* start()).saga.progress, {}, "a saga created without progress has none")
+        })
+    )
+
     it.effect.each([
       ["an array", [1, 2]],
       ["a string", "not an object"],
@@ -505,6 +530,35 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         )
         assert.deepInclude(error, { _tag: "VersionConflict", expected: 0, actual: 1 })
         assert.strictEqual((yield* store.get(saga.id)).currentState, "MESHING")
+      })
+    )
+
+    it.effect("records a heartbeat for the awaited task only: progress merged, timer moved, no new version", () =>
+      Effect.gen(function* () {
+        const store = yield* SagaStore
+        const { saga } = yield* start({ progress: { step: 1 }, timer: replyTimer("2004-01-01T00:00:00Z") })
+        const heartbeat = { progress: { heartbeat: { percent: 40 } }, dueAt: at("2004-01-01T00:10:00Z") }
+        assert.isTrue(yield* store.recordHeartbeat(saga.id, "t-1", heartbeat))
+        const after = yield* store.get(saga.id)
+        assert.deepStrictEqual(after.progress, { step: 1, heartbeat: { percent: 40 } })
+        assert.strictEqual(after.lockVersion, 0)
+        yield* assertUnchanged(saga.id, 0, 1)
+        const early = yield* store.claimDue(at("2004-01-01T00:09:59Z"), 1000)
+        assert.isFalse(
+          early.some((t) => t.sagaId === saga.id),
+          "the timer moved to the heartbeat's due time"
+        )
+        const due = (yield* store.claimDue(at("2004-01-01T00:10:00Z"), 1000)).filter((t) => t.sagaId === saga.id)
+        assert.strictEqual(due.length, 1)
+
+        assert.isFalse(yield* store.recordHeartbeat(saga.id, "t-other", heartbeat), "not the awaited task")
+        const next = replyTimer("2030-01-01T00:00:00Z")
+        const retried = { ...next, awaiting: { ...next.awaiting, taskId: "t-2" } }
+        yield* store.transact(saga.id, advance("MESHING", {}, { timer: retried }))
+        assert.isFalse(yield* store.recordHeartbeat(saga.id, "t-1", heartbeat), "an earlier attempt's task")
+        assert.isTrue(yield* store.recordHeartbeat(saga.id, "t-2", heartbeat))
+        assert.isFalse(yield* store.recordHeartbeat("0190f5a4-7c1e-7d2a-9b3c-4d5e6f708192" as SagaId, "t-1", heartbeat))
+        assert.isFalse(yield* store.recordHeartbeat("not-a-uuid" as SagaId, "t-1", heartbeat))
       })
     )
 

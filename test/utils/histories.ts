@@ -9,7 +9,7 @@
 export type Step = readonly [toState: string, event: string]
 
 export interface Ending {
-  readonly status: "COMPLETED" | "FAILED"
+  readonly status: "COMPLETED" | "FAILED" | "CANCELLED"
   /** The whole history, one step per lock version. */
   readonly history: ReadonlyArray<Step>
   /** The tasks sent for the saga, in order, as `taskType#attempt`. */
@@ -62,6 +62,17 @@ export const endings = {
   solverFatal: {
     status: "FAILED",
     history: [...forward.slice(0, 4), ...undoSolverAndBranch],
+    tasks: [...forwardTasks.slice(0, 3), "solver.discard_run#1", "gitlab.delete_branch#1"]
+  },
+  /** Cancelled while the solver runs: the run is discarded, then the branch deleted. */
+  solverCancelled: {
+    status: "CANCELLED",
+    history: [
+      ...forward.slice(0, 4),
+      ["DISCARDING_SOLVER_RUN", "CancelRequested"],
+      ["DELETING_BRANCH", "CompensationSucceeded"],
+      ["CANCELLED", "SagaCancelled"]
+    ],
     tasks: [...forwardTasks.slice(0, 3), "solver.discard_run#1", "gitlab.delete_branch#1"]
   },
   /** Preparing the branch fails fatally: what it may have left is deleted. */

@@ -9,8 +9,12 @@
  *   fatal-<step>    that step fails for good (the saga compensates)
  *   duplicate       every reply is published twice (same message id) and once more as a new message
  *   late            every reply is published again 2 s later
+ *   hang-<step>     that step's task is taken and never answered (as a worker still working on it)
  *
  * with <step> one of prepare, mesh, solver, publish.
+ *
+ * Cancellation notices (routing key `<task type>.cancel`) are appended, one JSON line each, to
+ * `<effects file>.cancellations`.
  *
  * Once a reply's publish is confirmed, a line of `ReplyTiming` is appended to `<effects file>.timings` (the bench
  * measures the orchestrator's turnaround from it). It is a file of its own because the effects line must be written
@@ -24,7 +28,14 @@ import * as Amqp from "amqplib"
 import { Effect, Redacted } from "effect"
 import * as AmqpBroker from "../../src/broker/AmqpBroker.ts"
 import { Broker, type Delivery, Disposition } from "../../src/broker/Broker.ts"
-import { decodeTask, Exchanges, type ReplyMessage, type TaskMessage } from "../../src/domain/Messages.ts"
+import {
+  decodeCancellation,
+  decodeTask,
+  Exchanges,
+  isCancellationRoutingKey,
+  type ReplyMessage,
+  type TaskMessage
+} from "../../src/domain/Messages.ts"
 import { runMain } from "../../src/runMain.ts"
 
 export const queue = "test.worker.tasks"
@@ -56,12 +67,19 @@ export interface ReplyTiming {
 }
 
 export const timingsFileOf = (effectsFile: string) => `${effectsFile}.timings`
+export const cancellationsFileOf = (effectsFile: string) => `${effectsFile}.cancellations`
 
 const epochMillis = () => performance.timeOrigin + performance.now()
 
 const planOf = (task: TaskMessage) => {
   const repo = typeof task.payload.repo === "string" ? task.payload.repo : ""
   return repo.split("/")[1] ?? "ok"
+}
+
+/** `hang-<step>`: the task of that step is never answered. */
+const hangs = (task: TaskMessage) => {
+  const [kind, step] = planOf(task).split("-")
+  return kind === "hang" && step !== undefined && steps[step] === task.taskType
 }
 
 const resultFor = (task: TaskMessage): Record<string, string> => {
@@ -144,9 +162,16 @@ const run = ({ url, password, effectsFile, prefetch }: Arguments) =>
     const handle = (delivery: Delivery) =>
       Effect.gen(function* () {
         const deliveredAt = epochMillis()
+        if (isCancellationRoutingKey(delivery.routingKey)) {
+          const notice = yield* Effect.result(decodeCancellation(delivery.body))
+          if (notice._tag === "Failure") return Disposition.deadLetter(`malformed notice: ${notice.failure.message}`)
+          appendFileSync(cancellationsFileOf(effectsFile), `${JSON.stringify(notice.success)}\n`)
+          return Disposition.ack
+        }
         const decoded = yield* Effect.result(decodeTask(delivery.body))
         if (decoded._tag === "Failure") return Disposition.deadLetter(`malformed task: ${decoded.failure.message}`)
         const task = decoded.success
+        if (hangs(task)) return Disposition.ack
         const reply = replyFor(task)
         if (applied.has(task.taskId)) {
           repeated += 1

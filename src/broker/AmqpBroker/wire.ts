@@ -4,7 +4,7 @@
  */
 import type * as Amqp from "amqplib"
 import { Effect } from "effect"
-import { deadLetterReasonHeader } from "../../domain/Messages.ts"
+import { deadLetterReasonHeader, isCancellationRoutingKey } from "../../domain/Messages.ts"
 import type { Delivery, OutgoingMessage } from "../Broker.ts"
 
 /** A message ready for `ConfirmChannel.publish`. */
@@ -16,8 +16,9 @@ export interface WireMessage {
 }
 
 /**
- * DESIGN §5: persistent, JSON, with message and correlation ids. `mandatory`: a message no queue is bound for comes
- * back in a `basic.return` instead of vanishing, so it can at least be reported.
+ * Persistent, JSON, with message and correlation ids. `mandatory`: a message no queue is bound for comes back in a
+ * `basic.return` instead of vanishing, so it can at least be reported — except cancellation notices, which workers
+ * subscribe to by choice: one nobody listens for is simply dropped.
  */
 export const toWire = (message: OutgoingMessage): WireMessage => ({
   exchange: message.exchange,
@@ -25,7 +26,7 @@ export const toWire = (message: OutgoingMessage): WireMessage => ({
   content: Buffer.from(message.body, "utf8"),
   options: {
     persistent: true,
-    mandatory: true,
+    mandatory: !isCancellationRoutingKey(message.routingKey),
     contentType: "application/json",
     messageId: message.messageId,
     correlationId: message.correlationId,

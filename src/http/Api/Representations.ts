@@ -65,6 +65,61 @@ export const SignalRequest = Schema.Struct({
   data: JsonValue.annotate({ description: "The signal's data, validated against the signal's schema" })
 }).annotate({ identifier: "SignalRequest" })
 
+const StepFailure = Schema.Struct({
+  step: Schema.String.annotate({ description: "The step or compensation that failed" }),
+  code: Schema.String.annotate({ description: "e.g. `timeout`, `cancelled`, or the worker's error code" }),
+  message: Schema.String
+}).annotate({ identifier: "StepFailure" })
+
+export const Awaited = Schema.Union([
+  Schema.Struct({ kind: Schema.Literal("reply"), taskId: Schema.String, taskType: Schema.String }),
+  Schema.Struct({ kind: Schema.Literal("signal"), name: Schema.String }),
+  Schema.Struct({
+    kind: Schema.Literal("timer"),
+    reason: Schema.String.annotate({ description: "e.g. `retry meshGeometry`: a back-off before the next attempt" })
+  })
+]).annotate({ identifier: "Awaited", description: "What the saga waits for" })
+
+export const Progress = Schema.Struct({
+  definitionVersion: Schema.Int.annotate({
+    description: "The version of the saga definition the saga started with, and the only one that drives it"
+  }),
+  step: Schema.Int.annotate({
+    description: "Index (from 0) of the forward step in progress; the number of steps once the saga completed"
+  }),
+  attempt: Schema.Int.annotate({
+    description: "Attempts started of the current task (forward step or compensation); 0 while no task is sent"
+  }),
+  awaiting: Schema.NullOr(Awaited).annotate({ description: "null when nothing automatic is awaited" }),
+  deadline: Schema.NullOr(Timestamp).annotate({
+    description: "When waiting ends: the reply or signal times out, or the back-off is over"
+  }),
+  heartbeat: Schema.NullOr(
+    Schema.Struct({
+      at: Timestamp.annotate({ description: "When the worker last sent one" }),
+      percent: Schema.optionalKey(Schema.Number.annotate({ description: "How far the worker says it is, 0 to 100" })),
+      message: Schema.optionalKey(Schema.String.annotate({ description: "The worker's own words on its progress" }))
+    })
+  ).annotate({ description: "The awaited task's last heartbeat, with its progress; null when none came" }),
+  completed: Schema.Array(Schema.String).annotate({ description: "Forward steps completed, in order" }),
+  compensation: Schema.NullOr(
+    Schema.Struct({
+      outcome: Schema.Literals(["FAILED", "CANCELLED"]).annotate({ description: "How the saga ends once undone" }),
+      pending: Schema.Array(Schema.String).annotate({ description: "Steps still to undo, the next one first" }),
+      reason: StepFailure.annotate({ description: "Why the saga is compensating" }),
+      stuck: Schema.NullOr(StepFailure).annotate({
+        description: "Set when a compensation kept failing: the saga waits for an operator to retry or cancel it"
+      })
+    })
+  ).annotate({ description: "null unless the saga is undoing its steps" })
+}).annotate({
+  identifier: "Progress",
+  description:
+    "The engine's bookkeeping, read-only: where the saga is, what it waits for and until when, what it completed, " +
+    "and what it is undoing and why"
+})
+export type Progress = typeof Progress.Type
+
 export const Saga = Schema.Struct({
   id: SagaId.annotate({ description: "UUID (v7: ids sort by creation time)" }),
   sagaType: Schema.String,
@@ -72,9 +127,11 @@ export const Saga = Schema.Struct({
   status: SagaStatus,
   context: SagaContext.annotate({
     description:
-      "Saga variables: references into GitLab and task ids, never business data. The key `$saga` is the engine's " +
-      "bookkeeping (definition version, step, attempt, awaited task id, completed steps, compensation and why): " +
-      "read-only, for operators; its shape may change between versions."
+      "Saga variables, exactly as the saga definition keeps them: references into GitLab and task ids, never " +
+      "business data"
+  }),
+  progress: Schema.NullOr(Progress).annotate({
+    description: "null only when the stored bookkeeping cannot be read by this version of the service"
   }),
   correlationId: Schema.String,
   lockVersion: Schema.Int.annotate({ description: "Optimistic lock, +1 on every change; the ETag is its value" }),

@@ -8,8 +8,8 @@ import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder, HttpApiSchema } from "effect/http-api"
 import { type ContextTooLarge, type InvalidSagaData, SagaNotFound, type VersionConflict } from "../../domain/errors.ts"
 import { SagaId, type SagaInstance } from "../../domain/Saga.ts"
+import { readProgress } from "../../saga/Engine/moves.ts"
 import { Engine } from "../../saga/Engine.ts"
-import { read as readProgress } from "../../saga/Progress.ts"
 import { SagaRegistry } from "../../saga/Registry.ts"
 import { SagaStore } from "../../store/SagaStore.ts"
 import * as Problems from "../Api/Problems.ts"
@@ -100,7 +100,7 @@ export const layer = HttpApiBuilder.group(
     const signalIssues = (sagaId: SagaId, name: string, data: unknown, reason: string) =>
       Effect.gen(function* () {
         const instance = yield* store.get(sagaId)
-        const { progress } = yield* readProgress(instance)
+        const progress = yield* readProgress(instance)
         const definition = yield* registry.get(instance.sagaType, progress.version, sagaId)
         const step = definition.steps.find((s) => s._tag === "Signal" && s.signal === name)
         if (step?._tag !== "Signal") return undefined

@@ -1,8 +1,47 @@
 /** From the domain's classes to the API's representations (src/http/Api/Representations.ts). */
 import { Option, Schema } from "effect"
-import type { SagaInstance, StuckSaga, Transition } from "../../domain/Saga.ts"
-import { Compensation, progressKey } from "../../saga/Progress.ts"
+import * as Domain from "../../domain/Progress.ts"
+import type { Awaiting, SagaInstance, StuckSaga, Transition } from "../../domain/Saga.ts"
 import type * as R from "../Api/Representations.ts"
+
+const decodeProgress = Schema.decodeUnknownOption(Domain.Progress)
+
+const awaited = (awaiting: Awaiting): R.Progress["awaiting"] => {
+  switch (awaiting._tag) {
+    case "Reply":
+      return { kind: "reply", taskId: awaiting.taskId, taskType: awaiting.taskType }
+    case "Signal":
+      return { kind: "signal", name: awaiting.name }
+    case "Timer":
+      return { kind: "timer", reason: awaiting.reason }
+  }
+}
+
+/** The engine's bookkeeping as documented; null when this version cannot read what is stored. */
+export const progress = (instance: SagaInstance): R.Progress | null =>
+  decodeProgress(instance.progress).pipe(
+    Option.map(
+      (p): R.Progress => ({
+        definitionVersion: p.version,
+        step: p.step,
+        attempt: p.attempt,
+        awaiting: p.awaiting === null ? null : awaited(p.awaiting),
+        deadline: p.deadline,
+        heartbeat: p.heartbeat ?? null,
+        completed: p.completed,
+        compensation:
+          p.compensation === undefined
+            ? null
+            : {
+                outcome: p.compensation.outcome,
+                pending: p.compensation.pending,
+                reason: p.compensation.reason,
+                stuck: p.compensation.stuck ?? null
+              }
+      })
+    ),
+    Option.getOrNull
+  )
 
 export const saga = (instance: SagaInstance): R.Saga => ({
   id: instance.id,
@@ -10,6 +49,7 @@ export const saga = (instance: SagaInstance): R.Saga => ({
   currentState: instance.currentState,
   status: instance.status,
   context: instance.context,
+  progress: progress(instance),
   correlationId: instance.correlationId,
   lockVersion: instance.lockVersion,
   createdAt: instance.createdAt,
@@ -37,13 +77,10 @@ export const withHistory = (instance: SagaInstance, history: ReadonlyArray<Trans
     }))
 })
 
-const StuckCompensation = Schema.Struct({ compensation: Compensation })
-const decodeStuck = Schema.decodeUnknownOption(StuckCompensation)
-
 /** A saga without a timer waits for nothing automatic: a compensation that kept failing waits for an operator. */
 const operatorReason = (instance: SagaInstance): string =>
-  decodeStuck(instance.context[progressKey]).pipe(
-    Option.flatMap(({ compensation }) => Option.fromUndefinedOr(compensation.stuck)),
+  decodeProgress(instance.progress).pipe(
+    Option.flatMap(({ compensation }) => Option.fromUndefinedOr(compensation?.stuck)),
     Option.match({
       onNone: () => "no reply, timer or signal is awaited: retry or cancel it (POST …/retry, …/cancel)",
       onSome: (stuck) =>

@@ -6,9 +6,7 @@
 import { Clock, Effect, Option, type Tracer } from "effect"
 import { isActive, type SagaInstance } from "../../domain/Saga.ts"
 import * as Metrics from "../../observability/Metrics.ts"
-import { read } from "../Progress.ts"
-import { taskStep } from "./moves.ts"
-import type { Loaded } from "./transitions.ts"
+import { type Loaded, readProgress, taskStep } from "./moves.ts"
 
 export const spanAttributes = (saga: SagaInstance) => ({
   "saga.id": saga.id,
@@ -65,8 +63,8 @@ export const committed = (before: Loaded, after: SagaInstance, receivedAt: numbe
     yield* Metrics.countFinished(after.sagaType, after.status)
     if (after.status !== "FAILED") return yield* Effect.logInfo(`saga ${after.status.toLowerCase()}: ${moved}`)
     // Step, code and message of the failure as the engine recorded it; never context values.
-    const reason = yield* read(after).pipe(
-      Effect.map(({ progress }) => progress.compensation?.reason),
+    const reason = yield* readProgress(after).pipe(
+      Effect.map((progress) => progress.compensation?.reason),
       Effect.orElseSucceed(() => undefined)
     )
     yield* Effect.logWarning(`saga failed: ${moved}`, ...(reason === undefined ? [] : [reason]))

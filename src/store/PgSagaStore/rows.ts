@@ -11,6 +11,7 @@ import {
   SagaContext,
   type SagaId,
   SagaInstance,
+  SagaProgress,
   SagaStatus,
   StuckSaga,
   Transition
@@ -22,6 +23,7 @@ const SagaRow = Schema.Struct({
   current_state: Schema.String,
   status: SagaStatus,
   context: SagaContext,
+  progress: SagaProgress,
   correlation_id: Schema.String,
   lock_version: Schema.Int,
   created_at: Schema.DateTimeUtcFromDate,
@@ -39,6 +41,7 @@ export const toSaga = (row: unknown) =>
           currentState: r.current_state,
           status: r.status,
           context: r.context,
+          progress: r.progress,
           correlationId: r.correlation_id,
           lockVersion: r.lock_version,
           createdAt: r.created_at,

@@ -8,12 +8,12 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Clock, Context, Effect, Layer, Schema } from "effect"
 import type { DatabaseConfig } from "../../../src/Config.ts"
-import { Exchanges, Queues } from "../../../src/domain/Messages.ts"
+import { decodeCancellation, Exchanges, Queues } from "../../../src/domain/Messages.ts"
 import { freePort } from "../../utils/freePort.ts"
 import { passwords } from "../../utils/postgres.ts"
 import { type RunningProcess, start } from "../../utils/processes.ts"
 import { adminConnection, amqpUrl, guest, type RabbitServer } from "../../utils/rabbit.ts"
-import { queue as workerQueue } from "../../worker/worker.ts"
+import { cancellationsFileOf, queue as workerQueue } from "../../worker/worker.ts"
 
 /** Where the service and the worker find PostgreSQL and RabbitMQ. */
 export interface Endpoints {
@@ -185,6 +185,14 @@ const AppliedEffect = Schema.Struct({
 })
 export type AppliedEffect = typeof AppliedEffect.Type
 const decodeEffect = Schema.decodeUnknownEffect(Schema.fromJsonString(AppliedEffect))
+
+/** The cancellation notices the worker received, in order (test/worker/worker.ts writes them down). */
+export const cancellationsReceived = Effect.gen(function* () {
+  const { effectsFile } = yield* Deployment
+  const file = cancellationsFileOf(effectsFile)
+  const text = existsSync(file) ? readFileSync(file, "utf8") : ""
+  return yield* Effect.forEach(text.split("\n").filter(Boolean), (line) => decodeCancellation(line).pipe(Effect.orDie))
+})
 
 /** What the worker's effects file says it applied, in order. */
 export const appliedEffects = Effect.gen(function* () {

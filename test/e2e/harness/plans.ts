@@ -6,7 +6,7 @@ import type { SagaId, SagaStatus } from "../../../src/domain/Saga.ts"
 import { type Ending, endings } from "../../utils/histories.ts"
 
 /** The worker's plans (see test/worker/worker.ts) that these tests use. */
-export type Plan = "ok" | "retry-mesh" | "fatal-solver" | "duplicate" | "late"
+export type Plan = "ok" | "retry-mesh" | "fatal-solver" | "duplicate" | "late" | "hang-solver"
 
 interface Expected {
   readonly status: SagaStatus
@@ -33,7 +33,13 @@ export const expected: Record<Plan, Expected> = {
   // Each of the four replies comes three times: twice with the same message id, once more as a new message.
   duplicate: { ...asText(endings.completed), ignored: 8 },
   // Each of the four replies comes once more, 2 s later.
-  late: { ...asText(endings.completed), ignored: 4 }
+  late: { ...asText(endings.completed), ignored: 4 },
+  // The solver never answers (its task is never applied); the saga is cancelled while it runs.
+  "hang-solver": {
+    ...asText(endings.solverCancelled),
+    tasks: endings.solverCancelled.tasks.filter((task) => task !== "solver.balance#1"),
+    ignored: 0
+  }
 }
 
 /** A saga a test started, and the plan it runs. */
