@@ -90,7 +90,8 @@ describe("Metrics", () => {
         }),
         1
       )
-      assert.strictEqual(sampleValue(waiting, "orchestrator_outbox_pending_messages"), 5)
+      // Four first tasks, the cancelled saga's delete-branch task and the cancellation notice of its prepare task.
+      assert.strictEqual(sampleValue(waiting, "orchestrator_outbox_pending_messages"), 6)
       assert.strictEqual(sampleValue(waiting, "orchestrator_store_up"), 1)
 
       yield* loops
