@@ -17,6 +17,7 @@ const unit = [
   "test/http/ApiTokens.test.ts",
   "test/http/BadRequests.test.ts",
   "test/http/OpenApi.test.ts",
+  "test/http/Problems.test.ts",
   "test/observability/Logging.test.ts",
   "test/observability/Metrics.test.ts",
   "test/observability/Observability.test.ts",
@@ -32,7 +33,8 @@ const unit = [
   "test/saga/Heartbeat.test.ts",
   "test/saga/Runtime.test.ts",
   "test/simulation/Workers.test.ts",
-  "test/store/MemorySagaStore.test.ts"
+  "test/store/MemorySagaStore.test.ts",
+  "test/store/transactions.test.ts"
 ]
 
 export default defineConfig({

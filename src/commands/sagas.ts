@@ -1,12 +1,15 @@
 /**
  * `orchestrator sagas …`: operators' view of and hands on the sagas, straight on the database as the runtime role.
  * Signals, retries and cancels go through the engine, in the same transactions the service uses; the running
- * service's relay publishes the tasks they produce. Readable tables by default, `--json` for scripts.
+ * service's relay publishes the tasks they produce. Readable tables by default, `--json` for scripts: the HTTP API's
+ * representations (src/http/Api/Representations.ts), so a script reads the same JSON from either.
  */
 import { Console, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { AppConfig, InvalidConfig } from "../Config.ts"
-import { SagaContext, SagaId, type SagaInstance, SagaStatus, type StuckSaga, type Transition } from "../domain/Saga.ts"
+import { SagaContext, SagaId, type SagaInstance, SagaStatus, type Transition } from "../domain/Saga.ts"
+import * as R from "../http/Api/Representations.ts"
+import * as View from "../http/handlers/views.ts"
 import { Engine, layer as engineLayer } from "../saga/Engine.ts"
 import { SagaRegistry } from "../saga/Registry.ts"
 import { definitions } from "../sagas/index.ts"
@@ -37,20 +40,15 @@ const ifMatch = Flag.Int("if-match").pipe(
 )
 
 const iso = (at: DateTime.Utc) => DateTime.formatIso(at)
-/** An instance as DESIGN §6 represents it in JSON. */
-const encodeInstance = (saga: SagaInstance) => ({
-  id: saga.id,
-  sagaType: saga.sagaType,
-  currentState: saga.currentState,
-  status: saga.status,
-  context: saga.context,
-  correlationId: saga.correlationId,
-  lockVersion: saga.lockVersion,
-  createdAt: iso(saga.createdAt),
-  updatedAt: iso(saga.updatedAt)
-})
 
-const printJson = (value: unknown) => Console.log(JSON.stringify(value, null, 2))
+/** `value` as the HTTP API encodes it with `schema`. */
+const encodeProgress = Schema.encodeSync(Schema.NullOr(R.Progress))
+
+const printJson = <S extends Schema.Codec<unknown, unknown>>(schema: S, value: S["Type"]) =>
+  Schema.encodeEffect(schema)(value).pipe(
+    Effect.orDie,
+    Effect.flatMap((json) => Console.log(JSON.stringify(json, null, 2)))
+  )
 
 const sagaRow = (saga: SagaInstance) => [
   saga.id,
@@ -89,7 +87,7 @@ const list = Command.make(
       limit: flags.limit,
       cursor: Option.getOrUndefined(flags.cursor)
     })
-    if (flags.json) return yield* printJson({ items: page.items.map(encodeInstance), nextCursor: page.nextCursor })
+    if (flags.json) return yield* printJson(R.SagaPage, View.page(page))
     yield* Console.log(renderTable(["ID", "TYPE", "STATE", "STATUS", "VERSION", "UPDATED"], page.items.map(sagaRow)))
     if (page.nextCursor !== null) yield* Console.log(`\nmore: --cursor ${page.nextCursor}`)
   })
@@ -105,14 +103,8 @@ const show = Command.make(
     const store = yield* SagaStore
     const saga = yield* store.get(id)
     const history = yield* store.history(id)
+    if (json) return yield* printJson(R.SagaWithHistory, View.withHistory(saga, history))
     const ignored = yield* store.ignoredEvents(id)
-    if (json) {
-      return yield* printJson({
-        ...encodeInstance(saga),
-        history: history.map((t) => ({ ...t, at: iso(t.at) })),
-        ignoredEvents: ignored.map((e) => ({ ...e, at: iso(e.at) }))
-      })
-    }
     yield* Console.log(
       [
         `saga        ${saga.id}`,
@@ -123,7 +115,7 @@ const show = Command.make(
         `created     ${iso(saga.createdAt)}`,
         `updated     ${iso(saga.updatedAt)}`,
         `context     ${JSON.stringify(saga.context)}`,
-        `progress    ${JSON.stringify(saga.progress)}`,
+        `progress    ${JSON.stringify(encodeProgress(View.progress(saga)))}`,
         "",
         "history",
         renderTable(["VERSION", "FROM", "TO", "STATUS", "EVENT", "AT"], historyRows(history)),
@@ -136,17 +128,16 @@ const show = Command.make(
 ).pipe(Command.withDescription("Show a saga: its state and its transition history"))
 
 /** What a stuck saga waits for, in words. */
-export const waitingFor = (stuck: StuckSaga): string => {
-  if (stuck.timer === null) return "an operator (no timer)"
-  const due = iso(stuck.timer.dueAt)
-  const awaiting = stuck.timer.awaiting
-  switch (awaiting._tag) {
-    case "Reply":
-      return `reply to ${awaiting.taskType} ${awaiting.taskId} (timeout ${due})`
-    case "Signal":
-      return `signal ${awaiting.name} (until ${due})`
-    case "Timer":
-      return `timer: ${awaiting.reason} (at ${due})`
+const describeWaiting = (waiting: R.WaitingFor): string => {
+  switch (waiting.kind) {
+    case "reply":
+      return `reply to ${waiting.taskType} ${waiting.taskId} (timeout ${iso(waiting.dueAt)})`
+    case "signal":
+      return `signal ${waiting.name} (until ${iso(waiting.dueAt)})`
+    case "timer":
+      return `timer: ${waiting.reason} (at ${iso(waiting.dueAt)})`
+    case "operator":
+      return `an operator: ${waiting.reason}`
   }
 }
 
@@ -154,32 +145,28 @@ const stuck = Command.make(
   "stuck",
   {
     olderThan: Flag.String("older-than").pipe(
-      Flag.withDescription("ISO-8601 duration without progress, e.g. PT15M"),
-      Flag.withDefault("PT15M")
+      Flag.withSchema(R.IsoDuration),
+      Flag.withDescription("ISO 8601 duration without progress, e.g. PT15M"),
+      Flag.withDefault(Duration.minutes(15))
     ),
     limit: Flag.Int("limit").pipe(Flag.withDefault(100)),
     json
   },
   Effect.fnUntraced(function* ({ olderThan, limit, json }) {
     const store = yield* SagaStore
-    const threshold = yield* parseIsoDuration(olderThan).pipe(
-      Effect.mapError((reason) => new InvalidConfig({ reason: `--older-than: ${reason}` }))
-    )
-    const found = yield* store.findStuck(threshold, { limit })
-    if (json) {
-      return yield* printJson(found.map((s) => ({ ...encodeInstance(s.saga), waitingFor: waitingFor(s) })))
-    }
+    const found = View.stuckSagas(olderThan)(yield* store.findStuck(olderThan, { limit }))
+    if (json) return yield* printJson(R.StuckSagas, found)
     const now = yield* DateTime.now
     yield* Console.log(
       renderTable(
         ["ID", "TYPE", "STATE", "STATUS", "IDLE", "WAITING FOR"],
-        found.map((s) => [
-          s.saga.id,
-          s.saga.sagaType,
-          s.saga.currentState,
-          s.saga.status,
-          Duration.format(DateTime.distance(s.saga.updatedAt, now)),
-          waitingFor(s)
+        found.items.map(({ saga, waitingFor }) => [
+          saga.id,
+          saga.sagaType,
+          saga.currentState,
+          saga.status,
+          Duration.format(DateTime.distance(saga.updatedAt, now)),
+          describeWaiting(waitingFor)
         ])
       )
     )
@@ -188,7 +175,7 @@ const stuck = Command.make(
 
 const printSaga = (saga: SagaInstance, asJson: boolean) =>
   asJson
-    ? printJson(encodeInstance(saga))
+    ? printJson(R.Saga, View.saga(saga))
     : Console.log(renderTable(["ID", "TYPE", "STATE", "STATUS", "VERSION", "UPDATED"], [sagaRow(saga)]))
 
 const signal = Command.make(
@@ -208,41 +195,22 @@ const signal = Command.make(
   })
 ).pipe(Command.withDescription("Deliver a signal (human input) to a saga"))
 
-const retry = Command.make(
-  "retry",
-  { id: sagaId, ifMatch, json },
-  Effect.fnUntraced(function* ({ id, ifMatch, json }) {
-    const engine = yield* Engine
-    yield* printSaga(yield* engine.retry(id, Option.getOrUndefined(ifMatch)), json)
-  })
-).pipe(Command.withDescription("Send the saga's current task (or stuck compensation) again"))
+/** An operator repair through the engine, at the version given with --if-match if any. */
+const repair = (name: "retry" | "cancel", description: string) =>
+  Command.make(
+    name,
+    { id: sagaId, ifMatch, json },
+    Effect.fnUntraced(function* ({ id, ifMatch, json }) {
+      const engine = yield* Engine
+      yield* printSaga(yield* engine[name](id, Option.getOrUndefined(ifMatch)), json)
+    })
+  ).pipe(Command.withDescription(description))
 
-const cancel = Command.make(
-  "cancel",
-  { id: sagaId, ifMatch, json },
-  Effect.fnUntraced(function* ({ id, ifMatch, json }) {
-    const engine = yield* Engine
-    yield* printSaga(yield* engine.cancel(id, Option.getOrUndefined(ifMatch)), json)
-  })
-).pipe(Command.withDescription("Cancel a saga: compensate what it did, end CANCELLED"))
+const retry = repair("retry", "Send the saga's current task (or stuck compensation) again")
+const cancel = repair("cancel", "Cancel a saga: compensate what it did, end CANCELLED")
 
 export const sagas = Command.make("sagas").pipe(
   Command.withDescription("Inspect and repair sagas"),
   Command.withSubcommands([list, show, stuck, signal, retry, cancel]),
   Command.provide(onDatabase)
 )
-
-/** ISO-8601 durations as the API and the CLI take them: `PT15M`, `PT1H30M`, `P1D`, `PT0.5S`. */
-export const parseIsoDuration = (text: string): Effect.Effect<Duration.Duration, string> => {
-  const match = /^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$/.exec(text)
-  if (match === null || text === "P" || text.endsWith("T")) {
-    return Effect.fail(`${JSON.stringify(text)} is not an ISO-8601 duration such as PT15M`)
-  }
-  const [, days, hours, minutes, seconds] = match
-  const millis =
-    Number(days ?? 0) * 86_400_000 +
-    Number(hours ?? 0) * 3_600_000 +
-    Number(minutes ?? 0) * 60_000 +
-    Number(seconds ?? 0) * 1000
-  return Effect.succeed(Duration.millis(millis))
-}

@@ -1,4 +1,29 @@
-import { Schema } from "effect"
+import { Effect, Schema, SchemaIssue } from "effect"
+
+/** One thing wrong with a value: where in it (`["repo"]`, `["steps", 0, "name"]`; empty for the value itself), and what. */
+export const Issue = Schema.Struct({
+  path: Schema.Array(Schema.Union([Schema.String, Schema.Number])),
+  message: Schema.String
+})
+export type Issue = typeof Issue.Type
+
+const standardIssues = SchemaIssue.makeFormatterStandardSchemaV1()
+
+/** Every issue of a failed decode, each with its path in the decoded value (decode with `{ errors: "all" }`). */
+export const issuesOf = (error: Schema.SchemaError): ReadonlyArray<Issue> =>
+  standardIssues(error.issue).issues.map((issue) => ({
+    path: (issue.path ?? []).map((segment) => {
+      const key = typeof segment === "object" ? segment.key : segment
+      return typeof key === "number" ? key : String(key)
+    }),
+    message: issue.message
+  }))
+
+/** `repo: expected a non-empty string; inputRef: …`, for messages and logs. */
+export const formatIssues = (issues: ReadonlyArray<Issue>): string =>
+  issues
+    .map((issue) => (issue.path.length === 0 ? issue.message : `${issue.path.join(".")}: ${issue.message}`))
+    .join("; ")
 
 export class SagaNotFound extends Schema.TaggedError<SagaNotFound>()("SagaNotFound", {
   sagaId: Schema.String
@@ -51,14 +76,17 @@ export class IdempotencyConflict extends Schema.TaggedError<IdempotencyConflict>
 }
 
 /**
- * The database could not be reached or kept failing after the retries. Nothing was written, unless the reason says
- * that a commit was in doubt (the connection died around COMMIT): then the change may have been applied, whole.
+ * The database could not be reached or kept failing after the retries. Nothing was written, unless `commitInDoubt`:
+ * the connection died around COMMIT, so the change may have been applied, whole. `reason` is what the server or the
+ * driver said, for operators.
  */
 export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", {
   operation: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  commitInDoubt: Schema.Boolean.pipe(Schema.withConstructorDefault(Effect.succeed(false)))
 }) {
   override get message() {
-    return `state store unavailable during ${this.operation}: ${this.reason}`
+    const outcome = this.commitInDoubt ? "; a commit was in doubt: it may have been applied" : ""
+    return `state store unavailable during ${this.operation}: ${this.reason}${outcome}`
   }
 }

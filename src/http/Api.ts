@@ -1,13 +1,13 @@
 /**
- * The HTTP API v1 (DESIGN §6) as an `HttpApi` definition: routes, parameters, representations and problems. It
- * imports no server code, so clients and the OpenAPI document are derived from exactly what the server serves.
+ * The HTTP API v1 as an `HttpApi` definition: routes, parameters, representations and problems. It imports no
+ * server code, so clients and the OpenAPI document are derived from exactly what the server serves.
  */
 import { Schema } from "effect"
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, OpenApi } from "effect/http-api"
 import { SagaStatus } from "../domain/Saga.ts"
 import { Authorization } from "./Api/Authorization.ts"
-import * as Problems from "./Api/Problems.ts"
 import * as R from "./Api/Representations.ts"
+import * as Problems from "./Problems.ts"
 
 const etag = Schema.String.annotate({ description: 'The saga\'s lock version as a strong entity tag, e.g. `"3"`' })
 
@@ -74,7 +74,9 @@ const list = HttpApiEndpoint.get("list", "/", {
 
 const stuck = HttpApiEndpoint.get("stuck", "/stuck", {
   query: {
-    olderThan: Schema.optionalKey(R.IsoDuration.annotate({ description: "No change for at least this long (PT15M)" })),
+    olderThan: Schema.optionalKey(
+      R.IsoDuration.pipe(Schema.annotateEncoded({ description: "No change for at least this long (PT15M)" }))
+    ),
     limit: Schema.optionalKey(R.PageSize.annotate({ description: "At most this many (default 100)" }))
   },
   success: R.StuckSagas,

@@ -8,7 +8,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { AppConfig, InvalidConfig } from "../Config.ts"
 import { Authorization } from "./Api/Authorization.ts"
-import { Unauthorized } from "./Api/Problems.ts"
+import { Unauthorized } from "./Problems.ts"
 
 const digest = (token: string): Buffer => createHash("sha256").update(token, "utf8").digest()
 

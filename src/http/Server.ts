@@ -12,7 +12,7 @@ import { Api } from "./Api.ts"
 import { ApiTokens, layerAuthorization } from "./ApiTokens.ts"
 import * as Operations from "./handlers/Operations.ts"
 import * as Sagas from "./handlers/Sagas.ts"
-import * as ProblemResponses from "./ProblemResponses.ts"
+import * as ProblemResponses from "./Problems/responses.ts"
 
 /** The endpoints' middleware: bearer tokens, and request decoding failures as 400 problems naming the field. */
 const middleware = Layer.mergeAll(layerAuthorization, HttpApiMiddleware.layerProblemDetails({ includeDetails: true }))

@@ -111,8 +111,8 @@ export const make = Effect.gen(function* () {
 
   const start = Effect.fn("Engine.start")(function* (sagaType: string, input: unknown, options: StartOptions = {}) {
     const definition: AnySagaDefinition = yield* registry.latest(sagaType)
-    const decoded = yield* Schema.decodeUnknownEffect(definition.input)(input).pipe(
-      Effect.mapError((error) => new InvalidSagaInput({ sagaType, reason: error.message }))
+    const decoded = yield* Schema.decodeUnknownEffect(definition.input)(input, { errors: "all" }).pipe(
+      Effect.mapError((error) => InvalidSagaInput.fromSchemaError(sagaType, error))
     )
     const id = (yield* random.uuidV7()) as SagaId
     yield* Effect.annotateCurrentSpan({ "saga.id": id, "saga.type": sagaType })

@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { formatIssues, Issue, issuesOf } from "../domain/errors.ts"
 
 export class UnknownSagaType extends Schema.TaggedError<UnknownSagaType>()("UnknownSagaType", {
   sagaType: Schema.String,
@@ -9,12 +10,17 @@ export class UnknownSagaType extends Schema.TaggedError<UnknownSagaType>()("Unkn
   }
 }
 
+/** The input does not match the saga type's schema: every issue, with its path in the input. */
 export class InvalidSagaInput extends Schema.TaggedError<InvalidSagaInput>()("InvalidSagaInput", {
   sagaType: Schema.String,
-  reason: Schema.String
+  issues: Schema.Array(Issue)
 }) {
+  static fromSchemaError(sagaType: string, error: Schema.SchemaError) {
+    return new InvalidSagaInput({ sagaType, issues: issuesOf(error) })
+  }
+
   override get message() {
-    return `invalid input for ${this.sagaType}: ${this.reason}`
+    return `invalid input for ${this.sagaType}: ${formatIssues(this.issues)}`
   }
 }
 
@@ -39,13 +45,18 @@ export class SignalNotExpected extends Schema.TaggedError<SignalNotExpected>()("
   }
 }
 
+/** The data does not match the signal's schema: every issue, with its path in the data. */
 export class InvalidSignalData extends Schema.TaggedError<InvalidSignalData>()("InvalidSignalData", {
   sagaId: Schema.String,
   signal: Schema.String,
-  reason: Schema.String
+  issues: Schema.Array(Issue)
 }) {
+  static fromSchemaError(target: { readonly sagaId: string; readonly signal: string }, error: Schema.SchemaError) {
+    return new InvalidSignalData({ ...target, issues: issuesOf(error) })
+  }
+
   override get message() {
-    return `invalid data for signal ${this.signal}: ${this.reason}`
+    return `invalid data for signal ${this.signal}: ${formatIssues(this.issues)}`
   }
 }
 

@@ -60,9 +60,9 @@ const isConnectionLost = (error: SqlError): boolean =>
  * again: it starts with a locked read, so a retry decides again on what is committed.
  *
  * An attempt whose body succeeded and whose connection was then lost failed at COMMIT: it may have committed. A retry
- * of `transact` finds out (its history row); when the retries run out first, the error says the outcome is unknown.
+ * of `transact` finds out (its history row); when the retries run out first, the error has `commitInDoubt`.
  */
-export const withTransactionRetry = (sql: SqlClient, retryFor: Duration.Duration) => {
+export const withTransactionRetry = (sql: Pick<SqlClient, "withTransaction">, retryFor: Duration.Duration) => {
   // A schedule is a description: one serves every transaction.
   const schedule = retrySchedule(retryFor)
   return <A, E, R>(
@@ -91,11 +91,9 @@ export const withTransactionRetry = (sql: SqlClient, retryFor: Duration.Duration
           while: (error: E | SqlError) => isSqlError(error) && isRetryable(error),
           schedule
         }),
-        Effect.catchIf(isSqlError, (error) => {
-          const reason = describe(error)
-          const inDoubt = commitInDoubt ? "; a commit was in doubt: it may have been applied" : ""
-          return Effect.fail(new StoreUnavailable({ operation, reason: `${reason}${inDoubt}` }))
-        })
+        Effect.catchIf(isSqlError, (error) =>
+          Effect.fail(new StoreUnavailable({ operation, reason: describe(error), commitInDoubt }))
+        )
       )
     }) as Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R>
 }

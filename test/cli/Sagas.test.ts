@@ -6,6 +6,7 @@ import { Engine, layer as engineLayer } from "../../src/saga/Engine.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { definitions } from "../../src/sagas/index.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
+import * as H from "../http/harness.ts"
 import { passwords } from "../utils/postgres.ts"
 import { secretsDirectory, start } from "../utils/processes.ts"
 import { layerStore, TestDatabase } from "../utils/TestDatabase.ts"
@@ -129,7 +130,7 @@ layer(world, { excludeTestServices: true, timeout: "90 seconds" })("orchestrator
         assert.match(stuck.output, new RegExp(`^${a.id}.*signal condenser_input`, "m"))
         assert.match(stuck.output, new RegExp(`^${b.id}.*reply to gitlab.prepare_branch`, "m"))
         const notStuck = JSON.parse((yield* cli("sagas", "stuck", "--older-than", "PT1H", "--json")).output)
-        assert.deepStrictEqual(notStuck, [])
+        assert.deepStrictEqual(notStuck, { olderThan: "PT1H", items: [] })
 
         const signalled = yield* cli(
           "sagas",
@@ -170,7 +171,57 @@ layer(world, { excludeTestServices: true, timeout: "90 seconds" })("orchestrator
       assert.include(badJson.output, "--data is not JSON")
       const badDuration = yield* cli("sagas", "stuck", "--older-than", "15 minutes")
       assert.strictEqual(badDuration.code, 1)
-      assert.include(badDuration.output, "not an ISO-8601 duration")
+      assert.include(badDuration.output, "--older-than")
+      assert.include(badDuration.output, "expected a non-negative ISO 8601 duration such as PT15M")
     })
   )
 })
+
+// The CLI reads the database: the API serves the same one here.
+layer(H.layerOn(layerStore()), { excludeTestServices: true, timeout: "90 seconds" })(
+  "orchestrator sagas … --json",
+  (it) => {
+    it.effect("prints what the HTTP API answers for the same sagas: one, a page, the stuck ones, a signalled one", () =>
+      Effect.gen(function* () {
+        const api = (path: string) =>
+          H.call("GET", path).pipe(
+            Effect.map((reply) => {
+              assert.strictEqual(reply.status, 200, reply.text)
+              return JSON.parse(reply.text)
+            })
+          )
+        const json = (...args: ReadonlyArray<string>) =>
+          cli("sagas", ...args, "--json").pipe(
+            Effect.map(({ code, output }) => {
+              assert.strictEqual(code, 0, output)
+              return JSON.parse(output)
+            })
+          )
+        const correlationId = `corr-json-${crypto.randomUUID()}`
+        const started = yield* H.call("POST", "/v1/sagas", {
+          body: { type: "BALANCE_CALCULATION", input: H.input(), correlationId }
+        })
+        const id: SagaId = JSON.parse(started.text).id
+        yield* H.toCondenserInput(id)
+
+        const shown = yield* json("show", id)
+        assert.deepStrictEqual(shown, yield* api(`/v1/sagas/${id}`))
+        assert.deepStrictEqual(
+          shown.history.map((t: { event: string }) => t.event),
+          ["SagaStarted", "StepSucceeded", "StepSucceeded"]
+        )
+        const page = yield* json("list", "--correlation-id", correlationId)
+        assert.deepStrictEqual(page, yield* api(`/v1/sagas?correlationId=${correlationId}`))
+        assert.strictEqual(page.items.length, 1)
+        const stuck = yield* json("stuck", "--older-than", "PT0S")
+        assert.deepStrictEqual(stuck, yield* api("/v1/sagas/stuck?olderThan=PT0S"))
+        assert.deepInclude(stuck.items[0].waitingFor, { kind: "signal", name: "condenser_input" })
+
+        const signalled = yield* json("signal", id, "condenser_input", "--data", '{"condenserDataRef":"c/8.json"}')
+        assert.strictEqual(signalled.currentState, "RUNNING_SOLVER")
+        const { history: _, ...afterSignal } = yield* api(`/v1/sagas/${id}`)
+        assert.deepStrictEqual(signalled, afterSignal)
+      })
+    )
+  }
+)

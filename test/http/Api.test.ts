@@ -246,13 +246,13 @@ layer(H.layer, { excludeTestServices: true, timeout: "60 seconds" })("HTTP API v
       const reply = yield* call("GET", "/v1/sagas/stuck?olderThan=PT0S&limit=500")
       assert.strictEqual(reply.status, 200)
       const stuck = decode(reply, R.StuckSagas)
-      assert.strictEqual(stuck.olderThan, "PT0S")
+      assert.strictEqual(JSON.parse(reply.text).olderThan, "PT0S")
       const of = (id: string) => stuck.items.find((item) => item.saga.id === id)?.waitingFor
       assert.deepInclude(of(waiting.id) as object, { kind: "reply", taskType: "gitlab.prepare_branch" })
       assert.deepInclude(of(signalled.id) as object, { kind: "signal", name: "condenser_input" })
       const recent = decode(yield* call("GET", "/v1/sagas/stuck?olderThan=PT1H"), R.StuckSagas)
       assert.isUndefined(recent.items.find((item) => item.saga.id === waiting.id))
-      assert.strictEqual(decode(yield* call("GET", "/v1/sagas/stuck"), R.StuckSagas).olderThan, "PT15M")
+      assert.strictEqual(JSON.parse((yield* call("GET", "/v1/sagas/stuck")).text).olderThan, "PT15M")
     })
   )
 

@@ -5,7 +5,8 @@
  */
 import { assert, layer } from "@effect/vitest"
 import { Validator } from "@seriousme/openapi-schema-validator"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
+import * as Problems from "../../src/http/Problems.ts"
 import * as H from "./harness.ts"
 import { call } from "./harness.ts"
 
@@ -19,8 +20,25 @@ interface Operation {
 type Document = {
   readonly openapi: string
   readonly paths: Record<string, Record<string, Operation>>
-  readonly components: { readonly securitySchemes?: Record<string, { type: string; scheme?: string }> }
+  readonly components: {
+    readonly securitySchemes?: Record<string, { type: string; scheme?: string }>
+    readonly schemas?: Record<string, SchemaObject>
+  }
 }
+interface SchemaObject {
+  readonly properties?: Record<string, { readonly enum?: ReadonlyArray<unknown> }>
+  readonly required?: ReadonlyArray<string>
+}
+
+/** Every problem class src/http/Problems.ts declares, with its type URI and the members it carries. */
+const declaredProblems = Object.values(Problems).flatMap((value) => {
+  if (!Schema.isSchema(value) || !("fields" in value)) return []
+  const fields = value.fields as Record<string, Schema.Top>
+  const type = fields.type?.ast
+  return type?._tag === "Literal" && typeof type.literal === "string"
+    ? [{ type: type.literal, members: Object.keys(fields) }]
+    : []
+})
 
 /** DESIGN §6, route by route. */
 const routes: Record<string, ReadonlyArray<string>> = {
@@ -126,6 +144,19 @@ layer(H.layer, { excludeTestServices: true, timeout: "60 seconds" })("OpenAPI do
       assert.containsAllKeys(op("/metrics", "get").responses["200"]?.content ?? {}, [
         "text/plain; version=0.0.4; charset=utf-8"
       ])
+    })
+  )
+
+  it.effect("describes every problem the API declares, with all its members", () =>
+    Effect.gen(function* () {
+      const document = yield* fetchDocument
+      const schemas = Object.values(document.components.schemas ?? {})
+      assert.isAtLeast(declaredProblems.length, 15)
+      for (const { type, members } of declaredProblems) {
+        const described = schemas.find((schema) => schema.properties?.type?.enum?.includes(type))
+        assert.isDefined(described, `${type} is not in the document`)
+        assert.sameMembers(Object.keys(described?.properties ?? {}), members, type)
+      }
     })
   )
 

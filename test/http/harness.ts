@@ -26,14 +26,19 @@ const capture = Logger.make(({ message, cause }) => {
   logged.push(`${JSON.stringify(message)} ${String(cause)}`)
 })
 
-export const layer = Server.layerPort(0).pipe(
-  Layer.provide(Layer.succeed(ApiTokens, ApiTokens.make([Redacted.make(token)]))),
-  Layer.provideMerge(engineLayer),
-  Layer.provideMerge(SagaRegistry.layer(definitions)),
-  Layer.provideMerge(MemoryBroker.layerMemory),
-  Layer.provideMerge(MemorySagaStore.layerMemory()),
-  Layer.provide(Logger.layer([capture]))
-)
+/** The server over a given store (and whatever else that layer provides, e.g. its test database). */
+export const layerOn = <A, E>(store: Layer.Layer<A | SagaStore, E>) =>
+  Server.layerPort(0).pipe(
+    Layer.provide(Layer.succeed(ApiTokens, ApiTokens.make([Redacted.make(token)]))),
+    Layer.provideMerge(engineLayer),
+    Layer.provideMerge(SagaRegistry.layer(definitions)),
+    Layer.provideMerge(MemoryBroker.layerMemory),
+    Layer.provideMerge(store),
+    Layer.provide(Logger.layer([capture]))
+  )
+
+/** On the in-memory store. */
+export const layer = layerOn(MemorySagaStore.layerMemory())
 
 export interface Reply {
   readonly status: number

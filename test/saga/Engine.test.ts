@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect } from "effect"
 import { TestClock } from "effect/testing"
 import { formatTable } from "../../src/commands/definitions.ts"
+import type { Issue } from "../../src/domain/errors.ts"
 import type { SagaId } from "../../src/domain/Saga.ts"
 import { transitionTable } from "../../src/saga/Definition.ts"
 import { readProgress } from "../../src/saga/Engine/moves.ts"
@@ -24,6 +25,9 @@ import {
 
 const start = Effect.flatMap(Engine, (engine) => engine.start("BALANCE_CALCULATION", input))
 const get = (id: SagaId) => Effect.flatMap(SagaStore, (store) => store.get(id))
+/** The paths of a refusal's issues; none when it has no issues. */
+const issuePaths = (error: object) =>
+  "issues" in error && Array.isArray(error.issues) ? error.issues.map((issue: Issue) => issue.path) : []
 
 /** Runs the saga up to AWAITING_CONDENSER_INPUT and supplies the signal: the solver task is next. */
 const upToSolver = Effect.gen(function* () {
@@ -207,9 +211,12 @@ describe("Engine: BALANCE_CALCULATION", () => {
       yield* completeTask
       const waiting = yield* get(saga.id)
       const invalid = yield* Effect.flip(engine.signal(saga.id, "condenser_input", { condenserDataRef: 42 }))
-      assert.strictEqual(invalid._tag, "InvalidSignalData")
+      assert.deepInclude(invalid, { _tag: "InvalidSignalData", sagaId: saga.id, signal: "condenser_input" })
+      assert.deepStrictEqual(issuePaths(invalid), [["condenserDataRef"]])
       const missing = yield* Effect.flip(engine.signal(saga.id, "condenser_input", {}))
-      assert.strictEqual(missing._tag, "InvalidSignalData")
+      assert.deepInclude(missing, { _tag: "InvalidSignalData" })
+      assert.deepStrictEqual(issuePaths(missing), [["condenserDataRef"]])
+      assert.include(missing.message, "condenserDataRef")
       const wrongName = yield* Effect.flip(engine.signal(saga.id, "approval", { ok: true }))
       assert.strictEqual(wrongName._tag, "SignalNotExpected")
       assert.deepStrictEqual(yield* get(saga.id), waiting)
@@ -324,8 +331,10 @@ describe("Engine: BALANCE_CALCULATION", () => {
       const store = yield* SagaStore
       const unknown = yield* Effect.flip(engine.start("NO_SUCH_SAGA", input))
       assert.deepInclude(unknown, { _tag: "UnknownSagaType", sagaType: "NO_SUCH_SAGA" })
-      const invalid = yield* Effect.flip(engine.start("BALANCE_CALCULATION", { ...input, repo: "" }))
-      assert.strictEqual(invalid._tag, "InvalidSagaInput")
+      const invalid = yield* Effect.flip(engine.start("BALANCE_CALCULATION", { ...input, repo: "", inputRef: 7 }))
+      assert.deepInclude(invalid, { _tag: "InvalidSagaInput", sagaType: "BALANCE_CALCULATION" })
+      // Every issue, not only the first.
+      assert.deepStrictEqual(issuePaths(invalid), [["repo"], ["inputRef"]])
       assert.include(invalid.message, "repo")
       assert.deepStrictEqual((yield* store.find({})).items, [])
     }).pipe(Effect.provide(layer()))

@@ -1,5 +1,5 @@
 import { HttpApiMiddleware, HttpApiSecurity } from "effect/http-api"
-import { Unauthorized } from "./Problems.ts"
+import { Unauthorized } from "../Problems.ts"
 
 /** Bearer-token authentication of the `/v1` routes; the tokens come from the `api_tokens` secret file. */
 export class Authorization extends HttpApiMiddleware.Service<Authorization>()("saga-orchestrator/http/Authorization", {

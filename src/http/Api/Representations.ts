@@ -1,8 +1,9 @@
 /**
- * The JSON representations of the HTTP API (DESIGN §6), camelCase, as clients see them: requests, instances,
- * history, pages and stuck sagas. Separate from the domain classes so the wire format changes only on purpose.
+ * The JSON representations of the HTTP API, camelCase, as clients see them: requests, instances, history, pages and
+ * stuck sagas. Separate from the domain classes so the wire format changes only on purpose. The CLI's `--json`
+ * prints them too.
  */
-import { Duration, Schema } from "effect"
+import { Duration, Effect, Option, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { SagaContext, SagaId, SagaStatus } from "../../domain/Saga.ts"
 
 /** PostgreSQL cannot store U+0000 in text or jsonb: refused here, with its path, rather than failing the write. */
@@ -37,15 +38,33 @@ export const JsonValue = Schema.Json.check(withoutNul)
 /** A JSON object that PostgreSQL can store. */
 export const JsonObject = SagaContext.check(withoutNul)
 
-/** `P…`/`PT…` ISO 8601 duration with a fixed length: weeks, days, hours, minutes, seconds (no years or months). */
-export const IsoDuration = Schema.String.check(
-  Schema.makeFilter((text: string) => {
-    const parsed = Duration.fromIso(text)
-    return parsed._tag === "Some" && Duration.isGreaterThanOrEqualTo(parsed.value, Duration.zero)
-      ? undefined
-      : "expected a non-negative ISO 8601 duration such as PT15M, PT2H or P1D"
-  })
-).annotate({ description: "ISO 8601 duration, e.g. `PT15M`, `PT2H`, `P1D`", examples: ["PT15M"] })
+/**
+ * `P…`/`PT…` ISO 8601 duration with a fixed length: weeks, days, hours, minutes, seconds (no years or months),
+ * decoded into a `Duration`. The one parser of the durations the API and the CLI take.
+ */
+export const IsoDuration = Schema.String.annotate({
+  description: "ISO 8601 duration, e.g. `PT15M`, `PT2H`, `P1D`",
+  examples: ["PT15M"]
+}).pipe(
+  Schema.decodeTo(
+    Schema.Duration,
+    SchemaTransformation.transformEffect({
+      decode: (text, options) =>
+        Option.match(Option.filter(Duration.fromIso(text), Duration.isGreaterThanOrEqualTo(Duration.zero)), {
+          onNone: () =>
+            Effect.fail(
+              new SchemaIssue.InvalidValue(
+                { message: "expected a non-negative ISO 8601 duration such as PT15M, PT2H or P1D" },
+                text,
+                options
+              )
+            ),
+          onSome: Effect.succeed
+        }),
+      encode: (duration) => Effect.succeed(Option.getOrElse(Duration.formatIso(duration), () => "PT0S"))
+    })
+  )
+)
 
 /** A page size from the query string. */
 export const PageSize = Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 500 }))
@@ -160,6 +179,7 @@ export const SagaPage = Schema.Struct({
     description: "Pass as `cursor` for the next page; null on the last page"
   })
 }).annotate({ identifier: "SagaPage" })
+export type SagaPage = typeof SagaPage.Type
 
 export const WaitingFor = Schema.Union([
   Schema.Struct({
@@ -188,9 +208,12 @@ export type WaitingFor = typeof WaitingFor.Type
 export const StuckSaga = Schema.Struct({ saga: Saga, waitingFor: WaitingFor }).annotate({ identifier: "StuckSaga" })
 
 export const StuckSagas = Schema.Struct({
-  olderThan: Schema.String.annotate({ description: "The threshold applied, as an ISO 8601 duration" }),
+  olderThan: IsoDuration.pipe(
+    Schema.annotateEncoded({ description: "The threshold applied, as an ISO 8601 duration" })
+  ),
   items: Schema.Array(StuckSaga).annotate({ description: "Oldest change first" })
 }).annotate({ identifier: "StuckSagas" })
+export type StuckSagas = typeof StuckSagas.Type
 
 export const Liveness = Schema.Struct({ status: Schema.Literal("ok") }).annotate({ identifier: "Liveness" })
 

@@ -8,10 +8,10 @@ import { HttpMiddleware } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { Broker } from "../../broker/Broker.ts"
 import { SagaStore } from "../../store/SagaStore.ts"
-import * as Problems from "../Api/Problems.ts"
 import type { ReadinessChecks } from "../Api/Representations.ts"
 import { Api } from "../Api.ts"
 import { MetricsText } from "../Metrics.ts"
+import * as Problems from "../Problems.ts"
 
 /** A probe that hangs is a failed probe: orchestrators call readiness every few seconds. */
 const probeTimeout = Duration.seconds(2)

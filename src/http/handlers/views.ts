@@ -1,7 +1,8 @@
 /** From the domain's classes to the API's representations (src/http/Api/Representations.ts). */
-import { Option, Schema } from "effect"
+import { type Duration, Option, Schema } from "effect"
 import * as Domain from "../../domain/Progress.ts"
 import type { Awaiting, SagaInstance, StuckSaga, Transition } from "../../domain/Saga.ts"
+import type { SagaPage } from "../../store/SagaStore.ts"
 import type * as R from "../Api/Representations.ts"
 
 const decodeProgress = Schema.decodeUnknownOption(Domain.Progress)
@@ -105,3 +106,9 @@ export const stuck = ({ saga: instance, timer }: StuckSaga): typeof R.StuckSaga.
       return { saga: saga(instance), waitingFor: { kind: "timer", reason: awaiting.reason, dueAt: timer.dueAt } }
   }
 }
+
+export const page = (found: SagaPage): R.SagaPage => ({ items: found.items.map(saga), nextCursor: found.nextCursor })
+
+export const stuckSagas =
+  (olderThan: Duration.Duration) =>
+  (found: ReadonlyArray<StuckSaga>): R.StuckSagas => ({ olderThan, items: found.map(stuck) })

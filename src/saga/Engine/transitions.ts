@@ -101,8 +101,8 @@ export const onSignal =
           status: saga.status
         })
       }
-      const decoded = yield* Schema.decodeUnknownEffect(step.data)(data).pipe(
-        Effect.mapError((error) => new InvalidSignalData({ sagaId: saga.id, signal: name, reason: error.message }))
+      const decoded = yield* Schema.decodeUnknownEffect(step.data)(data, { errors: "all" }).pipe(
+        Effect.mapError((error) => InvalidSignalData.fromSchemaError({ sagaId: saga.id, signal: name }, error))
       )
       return yield* stepSucceeded(loaded, {
         stepName: step.name,
