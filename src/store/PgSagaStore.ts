@@ -10,7 +10,6 @@ import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/er
 import { type OutboxMessage, type SagaContext, SagaId, type SagaInstance, type Timer } from "../domain/Saga.ts"
 import * as Random from "../random.ts"
 import * as Database from "./Database.ts"
-import { runtimeClient } from "./Database.ts"
 import { announce, OutboxNotifications, layer as outboxNotifications } from "./OutboxNotifications.ts"
 import { health } from "./PgSagaStore/health.ts"
 import * as Reports from "./PgSagaStore/reports.ts"
@@ -420,7 +419,7 @@ export const layerNoDeps = (settings: Partial<StoreSettings> = {}) =>
 export const layerDatabase = (
   db: DatabaseConfig,
   options: Partial<StoreSettings> & { readonly maxConnections?: number | undefined } = {}
-) => layerNoDeps(options).pipe(Layer.provideMerge(runtimeClient(db, options.maxConnections ?? 10)))
+) => layerNoDeps(options).pipe(Layer.provideMerge(Database.runtimeClient(db, options.maxConnections ?? 10)))
 
 /**
  * The service's store: on the configured database or the embedded one, migrated and checked (Database.layer), with
