@@ -7,7 +7,7 @@
  * `traceparent`, so the engine's span for the reply, and the next task, join that trace.
  */
 import { Duration, Effect, Layer, Schedule } from "effect"
-import { decodeHeartbeat, decodeReply, isHeartbeatRoutingKey, Queues } from "../domain/Messages.ts"
+import { decodeHeartbeat, decodeReply, isHeartbeatRoutingKey, messageLimits, Queues } from "../domain/Messages.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import * as TraceContext from "../observability/TraceContext.ts"
 import { Engine } from "../saga/Engine.ts"
@@ -91,8 +91,15 @@ const handleReply = (delivery: Delivery) =>
   )
 
 /** A reply, or a heartbeat (routing key `<taskType>.heartbeat`). */
-export const handle = (delivery: Delivery) =>
-  isHeartbeatRoutingKey(delivery.routingKey) ? handleHeartbeat(delivery) : handleReply(delivery)
+export const handle = (delivery: Delivery) => {
+  const bytes = Buffer.byteLength(delivery.body, "utf8")
+  if (bytes > messageLimits.bodyBytes) {
+    return deadLetter("too_large", `message of ${bytes} bytes, over the limit of ${messageLimits.bodyBytes}`).pipe(
+      Effect.withSpan("ReplyConsumer.handle", consumerSpan(delivery))
+    )
+  }
+  return isHeartbeatRoutingKey(delivery.routingKey) ? handleHeartbeat(delivery) : handleReply(delivery)
+}
 
 export const run = (prefetch = 50) =>
   Effect.flatMap(Broker, (broker) =>

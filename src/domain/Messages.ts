@@ -2,7 +2,8 @@
  * The RabbitMQ contract: the bodies of tasks, replies, heartbeats and cancellation notices, and the names of the topology.
  * External workers rely on these exact shapes.
  */
-import { Schema } from "effect"
+import { Schema, SchemaTransformation } from "effect"
+import { StorableJsonObject, StorableString } from "./Storable.ts"
 
 export const Exchanges = {
   tasks: "orchestrator.tasks",
@@ -69,19 +70,56 @@ export const CancellationNotice = Schema.Struct({
 })
 export type CancellationNotice = typeof CancellationNotice.Type
 
+/** Limits on what workers send: ids and codes are short; a long error message is kept, shortened, never refused. */
+export const messageLimits = {
+  /**
+   * A reply's or heartbeat's body, in bytes (RabbitMQ 4's own default limit): room for a long error message, which
+   * is shortened, not refused; a result must fit the saga's context limit anyway.
+   */
+  bodyBytes: 16 * 1024 * 1024,
+  /** Saga ids, task ids, error codes: characters. */
+  idLength: 255,
+  /** Error messages: characters kept; the rest is cut and the cut marked. */
+  errorMessageLength: 2_000
+} as const
+
+/** An id or code from a worker: text PostgreSQL can store, of bounded length. */
+const Id = StorableString.check(Schema.isMaxLength(messageLimits.idLength))
+
+/** Cuts `text` to `limit` characters (never inside a surrogate pair), saying how long it was. */
+export const truncate = (text: string, limit: number): string => {
+  if (text.length <= limit) return text
+  const end = /[\ud800-\udbff]/.test(text.charAt(limit - 1)) ? limit - 1 : limit
+  return `${text.slice(0, end)}… [truncated from ${text.length} characters]`
+}
+
+/** A worker's error message: a long one is shortened (and says so) rather than refused. */
+const ErrorMessage = StorableString.pipe(
+  Schema.decodeTo(
+    Schema.String,
+    SchemaTransformation.transform({
+      decode: (text) => truncate(text, messageLimits.errorMessageLength),
+      encode: (text) => text
+    })
+  )
+)
+
 export const TaskError = Schema.Struct({
-  code: Schema.String,
-  message: Schema.String,
+  code: Id,
+  message: ErrorMessage,
   retryable: Schema.Boolean
 })
 export type TaskError = typeof TaskError.Type
 
-/** A worker's answer to one task, published to `orchestrator.replies` with routing key = the task type. */
+/**
+ * A worker's answer to one task, published to `orchestrator.replies` with routing key = the task type. Everything in
+ * it is something PostgreSQL can store, nested at most 64 deep: anything else is malformed, and dead-lettered.
+ */
 export const ReplyMessage = Schema.Struct({
-  sagaId: Schema.String,
-  taskId: Schema.String,
+  sagaId: Id,
+  taskId: Id,
   outcome: Schema.Literals(["succeeded", "failed"]),
-  result: Schema.optionalKey(JsonObject),
+  result: Schema.optionalKey(StorableJsonObject),
   error: Schema.optionalKey(TaskError)
 })
 export type ReplyMessage = typeof ReplyMessage.Type
@@ -93,7 +131,7 @@ export const isHeartbeatRoutingKey = (routingKey: string) => routingKey.endsWith
 /** How far a worker is, in its own words: both optional. */
 export const TaskProgress = Schema.Struct({
   percent: Schema.optionalKey(Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 100 }))),
-  message: Schema.optionalKey(Schema.String.check(Schema.isMaxLength(500)))
+  message: Schema.optionalKey(StorableString.check(Schema.isMaxLength(500)))
 })
 export type TaskProgress = typeof TaskProgress.Type
 
@@ -103,8 +141,8 @@ export type TaskProgress = typeof TaskProgress.Type
  * is not a step: it changes neither the saga's state nor its history, and one for a task no longer awaited is ignored.
  */
 export const HeartbeatMessage = Schema.Struct({
-  sagaId: Schema.String,
-  taskId: Schema.String,
+  sagaId: Id,
+  taskId: Id,
   progress: Schema.optionalKey(TaskProgress)
 })
 export type HeartbeatMessage = typeof HeartbeatMessage.Type

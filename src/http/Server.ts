@@ -29,9 +29,12 @@ export const routes = Layer.mergeAll(
   ProblemResponses.layer
 )
 
+/** Node's HTTP server, answering what its own parser refuses as a problem too. */
+const server = () => createServer().on("clientError", ProblemResponses.onClientError)
+
 /** Serves the routes on a port (0: any free one; `HttpServer.address` says which). */
 export const layerPort = (port: number) =>
-  HttpRouter.serve(routes).pipe(Layer.provideMerge(NodeHttpServer.layer(createServer, { port })))
+  HttpRouter.serve(routes).pipe(Layer.provideMerge(NodeHttpServer.layer(server, { port })))
 
 /** The service's server: ORCH_HTTP_PORT, and the tokens of the `api_tokens` secret file. */
 export const layer = Layer.unwrap(Effect.map(AppConfig, (config) => layerPort(config.httpPort))).pipe(

@@ -37,6 +37,7 @@ export const repliesDeadLettered = counter(
 
 /** Why a reply was dead-lettered; the metric's `reason` label. */
 export type DeadLetterReason =
+  | "too_large"
   | "malformed"
   | "unknown_saga"
   | "unknown_definition_version"
@@ -45,6 +46,7 @@ export type DeadLetterReason =
   | "invalid_saga_data"
 
 export const deadLetterReasons: ReadonlyArray<DeadLetterReason> = [
+  "too_large",
   "malformed",
   "unknown_saga",
   "unknown_definition_version",

@@ -23,7 +23,7 @@ import {
 } from "./PgSagaStore/rows.ts"
 import { SagaStore } from "./SagaStore.ts"
 import { defaultStoreSettings, type StoreSettings } from "./settings.ts"
-import { storeFailure, withTransactionRetry } from "./transactions.ts"
+import { refusalOrFailure, storeFailure, withTransactionRetry } from "./transactions.ts"
 import {
   type Advance,
   checkAdvance,
@@ -240,7 +240,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         SELECT ${columns} FROM orchestrator.saga_instances
         WHERE ${sql.and(conditions)}
         ORDER BY id DESC
-        LIMIT ${limit + 1}`.pipe(Effect.mapError(storeFailure("find")))
+        LIMIT ${limit + 1}`.pipe(Effect.mapError(refusalOrFailure("find", "filter")))
       const items = yield* Effect.forEach(rows.slice(0, limit), toSaga)
       const last = items.at(-1)
       return { items, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.id) : null }
@@ -390,6 +390,9 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         yield* publish(messages)
         return messages.length
       })
+    ).pipe(
+      // Only committed rows are read back: a refusal of their data would be a bug here, not bad input.
+      Effect.catchTag("InvalidSagaData", (error) => Effect.die(error))
     )
 
   const reports = Reports.make(sql)

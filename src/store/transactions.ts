@@ -8,7 +8,7 @@
 import { Duration, Effect, Schedule } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
-import { StoreUnavailable } from "../domain/errors.ts"
+import { InvalidSagaData, StoreUnavailable } from "../domain/errors.ts"
 
 /**
  * SQLSTATEs worth a fresh attempt beyond those the driver marks retryable: the server shutting down or restarting
@@ -37,6 +37,21 @@ export const describe = (error: SqlError): string => {
 export const storeFailure = (operation: string) => (error: SqlError) =>
   new StoreUnavailable({ operation, reason: describe(error) })
 
+/**
+ * The server refused the data itself — a data exception (SQLSTATE class 22: a character it cannot store, a value out
+ * of range) or a program limit (class 54: too deeply nested, too large). Retrying cannot cure it, and it is no outage.
+ */
+export const isDataError = (error: SqlError): boolean => {
+  const state = sqlState(error) ?? ""
+  return state.startsWith("22") || state.startsWith("54")
+}
+
+/** What a failed statement means for the caller: the data was refused (`field` names it), or the store is unavailable. */
+export const refusalOrFailure = (operation: string, field: string) => (error: SqlError) =>
+  isDataError(error)
+    ? new InvalidSagaData({ field, reason: describe(error) })
+    : new StoreUnavailable({ operation, reason: describe(error) })
+
 const recoverConnectionDefect = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
   Effect.catchDefect(self, (defect) => (isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect)))
 
@@ -57,7 +72,8 @@ const isConnectionLost = (error: SqlError): boolean =>
 
 /**
  * Runs `body` in a transaction, retrying retryable failures from a fresh transaction. The body must be safe to run
- * again: it starts with a locked read, so a retry decides again on what is committed.
+ * again: it starts with a locked read, so a retry decides again on what is committed. Data the server refuses
+ * (`isDataError`) is not retried: it fails with `InvalidSagaData`.
  *
  * An attempt whose body succeeded and whose connection was then lost failed at COMMIT: it may have committed. A retry
  * of `transact` finds out (its history row); when the retries run out first, the error has `commitInDoubt`.
@@ -68,7 +84,7 @@ export const withTransactionRetry = (sql: Pick<SqlClient, "withTransaction">, re
   return <A, E, R>(
     operation: string,
     body: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R> =>
+  ): Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable | InvalidSagaData, R> =>
     Effect.suspend(() => {
       let bodyDone = false
       let commitInDoubt = false
@@ -92,8 +108,12 @@ export const withTransactionRetry = (sql: Pick<SqlClient, "withTransaction">, re
           schedule
         }),
         Effect.catchIf(isSqlError, (error) =>
-          Effect.fail(new StoreUnavailable({ operation, reason: describe(error), commitInDoubt }))
+          Effect.fail(
+            isDataError(error)
+              ? new InvalidSagaData({ field: "data", reason: describe(error) })
+              : new StoreUnavailable({ operation, reason: describe(error), commitInDoubt })
+          )
         )
       )
-    }) as Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable, R>
+    }) as Effect.Effect<A, Exclude<E, SqlError> | StoreUnavailable | InvalidSagaData, R>
 }

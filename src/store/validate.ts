@@ -1,10 +1,12 @@
 /**
  * Checks shared by every SagaStore layer, so bad input is refused the same way in memory and on PostgreSQL, and
- * before anything is written.
+ * before anything is written — including what PostgreSQL itself would refuse (see `Storable.ts`), so that it is
+ * reported as bad data, with its path, and never reaches the database to look like an outage there.
  */
 import { Effect, Schema } from "effect"
 import { ContextTooLarge, InvalidSagaData } from "../domain/errors.ts"
 import { OutboxMessage, SagaContext, SagaId, SagaProgress, SagaStatus, Timer } from "../domain/Saga.ts"
+import { StorableString, storable } from "../domain/Storable.ts"
 import type { CreateSaga, SagaFilter, StepOutcome } from "./SagaStore.ts"
 
 export const defaultPageSize = 50
@@ -20,16 +22,19 @@ const decode = <S extends Schema.Decoder<unknown>>(schema: S, field: string) => 
   return (input: unknown): Effect.Effect<S["Type"], InvalidSagaData> => Effect.mapError(decodeField(input), fail)
 }
 
+/** Text PostgreSQL can store, not empty. */
+const Text = StorableString.check(Schema.isNonEmpty())
+
 const checkId = decode(SagaId, "id")
-const checkSagaType = decode(Schema.NonEmptyString, "sagaType")
-const checkState = decode(Schema.NonEmptyString, "state")
+const checkSagaType = decode(Text, "sagaType")
+const checkState = decode(Text, "state")
 const checkStatus = decode(SagaStatus, "status")
-const checkEvent = decode(Schema.NonEmptyString, "event")
-const checkCorrelationId = decode(Schema.NonEmptyString, "correlationId")
-const checkIdempotencyKey = decode(Schema.NonEmptyString, "idempotencyKey")
-const checkDetail = decode(Schema.Json, "detail")
-const checkContextShape = decode(SagaContext, "context")
-export const checkProgress = decode(SagaProgress, "progress")
+const checkEvent = decode(Text, "event")
+const checkCorrelationId = decode(Text, "correlationId")
+const checkIdempotencyKey = decode(Text, "idempotencyKey")
+const checkDetail = decode(Schema.Json.check(storable), "detail")
+const checkContextShape = decode(SagaContext.check(storable), "context")
+export const checkProgress = decode(SagaProgress.check(storable), "progress")
 const checkMessages = decode(Schema.Array(OutboxMessage), "messages")
 const checkTimer = decode(Schema.UndefinedOr(Timer), "timer")
 

@@ -129,6 +129,32 @@ describe("ReplyConsumer", () => {
       problem: "a reply whose saga id is not a saga id at all",
       body: (task: TaskMessage) => JSON.stringify({ ...succeeded(task), sagaId: "plant-7/run-42" }),
       reason: /^unknown saga plant-7\/run-42$/
+    },
+    {
+      problem: "a task id with a NUL character PostgreSQL cannot store",
+      body: (task: TaskMessage) => JSON.stringify({ ...succeeded(task), taskId: `${task.taskId}\u0000` }),
+      reason: /^malformed reply: .*U\+0000[\s\S]*taskId/
+    },
+    {
+      problem: "a result value with a lone surrogate",
+      body: (task: TaskMessage) => JSON.stringify(succeeded(task, { branch: "calc/\ud800", commitSha: "abc" })),
+      reason: /^malformed reply: .*lone UTF-16 surrogate[\s\S]*branch/
+    },
+    {
+      problem: "a 10 MB task id",
+      body: (task: TaskMessage) => JSON.stringify({ ...succeeded(task), taskId: "t".repeat(10_000_000) }),
+      reason: /^malformed reply: [\s\S]*taskId/
+    },
+    {
+      problem: "a result nested 10,000 deep",
+      body: (task: TaskMessage) =>
+        `{"sagaId":"${task.sagaId}","taskId":"${task.taskId}","outcome":"succeeded","result":{"x":${"[".repeat(10_000)}${"]".repeat(10_000)}}}`,
+      reason: /^malformed reply: .*nests deeper than 64 levels/
+    },
+    {
+      problem: "a body over 16 MiB",
+      body: (task: TaskMessage) => JSON.stringify(succeeded(task, { junk: "x".repeat(17 * 1024 * 1024) })),
+      reason: /^message of \d+ bytes, over the limit of 16777216$/
     }
   ])("dead-letters $problem with the reason, changes nothing and keeps consuming", ({ body, reason }) =>
     Effect.gen(function* () {
@@ -161,6 +187,29 @@ describe("ReplyConsumer", () => {
       )
       yield* eventually("the valid reply is acknowledged", repliesSettled)
       assert.strictEqual((yield* deadLetters).length, 1)
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
+  )
+
+  it.effect("applies a fatal failure with a 5 MB message, shortened and marked, instead of dead-lettering it", () =>
+    Effect.gen(function* () {
+      const store = yield* SagaStore
+      const { saga, task } = yield* started
+      yield* consume
+      const failure = {
+        sagaId: task.sagaId,
+        taskId: task.taskId,
+        outcome: "failed",
+        error: { code: "no_such_repo", message: "e".repeat(5_000_000), retryable: false }
+      }
+      yield* sendReply(JSON.stringify(failure), "fatal-1")
+      yield* eventually(
+        "the saga compensates",
+        Effect.map(get(saga.id), (s) => s.status === "COMPENSATING")
+      )
+      assert.deepStrictEqual(yield* deadLetters, [])
+      const [, failed] = yield* store.history(saga.id)
+      const message = String((failed?.detail as { message?: unknown } | null)?.message)
+      assert.strictEqual(message, `${"e".repeat(2_000)}… [truncated from 5000000 characters]`)
     }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 

@@ -2,8 +2,10 @@
  * Bad requests get a 4xx problem (`application/problem+json`) that names the offending value and says what is wrong
  * with it — never a 500 — and change nothing: the database is compared before and after.
  */
+import { connect } from "node:net"
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import { HttpServer } from "effect/http"
 import * as R from "../../src/http/Api/Representations.ts"
 import * as H from "./harness.ts"
 import { call, decode, input, problem, snapshot, toCondenserInput } from "./harness.ts"
@@ -104,6 +106,46 @@ const cases = (running: string, awaiting: string, unknown: string): ReadonlyArra
     paths: [["payload", "input", "repo"]]
   },
   {
+    name: "a lone surrogate PostgreSQL cannot store, in input",
+    method: "POST",
+    path: "/v1/sagas",
+    options: {
+      raw: `{"type":"BALANCE_CALCULATION","input":${JSON.stringify(input()).replace('"repo":"', '"repo":"\\ud800')}}`
+    },
+    status: 400,
+    type: blank,
+    paths: [["payload", "input", "repo"]]
+  },
+  ...["k\\ud800", "k\\udbff"].map(
+    (key): Case => ({
+      name: `an idempotency key with a lone surrogate (${key})`,
+      method: "POST",
+      path: "/v1/sagas",
+      options: { raw: `{"type":"BALANCE_CALCULATION","input":${JSON.stringify(input())},"idempotencyKey":"${key}"}` },
+      status: 400,
+      type: blank,
+      paths: [["payload", "idempotencyKey"]]
+    })
+  ),
+  {
+    name: "input nested 10,000 deep",
+    method: "POST",
+    path: "/v1/sagas",
+    options: { raw: `{"type":"BALANCE_CALCULATION","input":${"[".repeat(10_000)}${"]".repeat(10_000)}}` },
+    status: 400,
+    type: blank,
+    paths: [["payload", "input", ...Array.from({ length: 64 }, () => 0)]]
+  },
+  {
+    name: "signal data with a lone surrogate",
+    method: "POST",
+    path: `/v1/sagas/${awaiting}/signals/condenser_input`,
+    options: { raw: '{"data":{"condenserDataRef":"c\\udc00.json"}}' },
+    status: 400,
+    type: blank,
+    paths: [["payload", "data", "condenserDataRef"]]
+  },
+  {
     name: "an overlong idempotency key",
     method: "POST",
     path: "/v1/sagas",
@@ -198,6 +240,7 @@ const cases = (running: string, awaiting: string, unknown: string): ReadonlyArra
     ["status=DONE", ["query", "status"]],
     [`context=${encodeURIComponent("{bad")}`, ["query", "context"]],
     [`context=${q([1])}`, ["query", "context"]],
+    [`context=${encodeURIComponent('{"repo":"\\ud800"}')}`, ["query", "context", "repo"]],
     ["statuss=RUNNING", ["query", "statuss"]]
   ].map(
     ([query, path]): Case => ({
@@ -217,7 +260,7 @@ const cases = (running: string, awaiting: string, unknown: string): ReadonlyArra
     type: urn("invalid-parameter"),
     paths: [["query", "cursor"]]
   },
-  ...["P1M", "15 minutes", "-PT1M"].map(
+  ...["P1M", "15 minutes", "-PT1M", "P10000000D"].map(
     (olderThan): Case => ({
       name: `stuck?olderThan=${olderThan}`,
       method: "GET",
@@ -270,6 +313,49 @@ layer(H.layer, { excludeTestServices: true, timeout: "60 seconds" })("HTTP API v
       }
 
       assert.strictEqual(yield* snapshot, before, "a bad request changed the database")
+    })
+  )
+
+  it.effect("answer a body without Content-Type, and what Node's HTTP parser refuses, as problems too", () =>
+    Effect.gen(function* () {
+      const server = yield* HttpServer.HttpServer
+      const port = server.address._tag === "UnixPathAddress" ? 0 : server.address.port
+      const before = yield* snapshot
+      const untyped = yield* Effect.promise(() =>
+        fetch(`http://127.0.0.1:${port}/v1/sagas`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${H.token}` },
+          body: new Blob([JSON.stringify(valid)])
+        }).then(async (response) => ({
+          status: response.status,
+          headers: response.headers,
+          text: await response.text()
+        }))
+      )
+      assert.strictEqual(untyped.status, 415, untyped.text)
+      assert.include(problem(untyped).detail ?? "", "no Content-Type")
+
+      const raw = (request: string) =>
+        Effect.promise(
+          () =>
+            new Promise<string>((resolve, reject) => {
+              const socket = connect(port, "127.0.0.1", () => socket.end(request))
+              let received = ""
+              socket.on("data", (chunk) => {
+                received += chunk.toString("utf8")
+              })
+              socket.on("end", () => resolve(received))
+              socket.on("error", reject)
+            })
+        )
+      const oversized = yield* raw(`GET /v1/sagas HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(100_000)}\r\n\r\n`)
+      assert.match(oversized, /^HTTP\/1\.1 431 /)
+      assert.include(oversized, "Content-Type: application/problem+json")
+      assert.strictEqual(JSON.parse(oversized.split("\r\n\r\n")[1] ?? "").status, 431)
+      const garbage = yield* raw("NOT HTTP AT ALL\r\n\r\n")
+      assert.match(garbage, /^HTTP\/1\.1 400 /)
+      assert.strictEqual(JSON.parse(garbage.split("\r\n\r\n")[1] ?? "").status, 400)
+      assert.strictEqual(yield* snapshot, before)
     })
   )
 })

@@ -90,7 +90,7 @@ describe("Metrics", () => {
         }),
         1
       )
-      // Four first tasks, the cancelled saga's delete-branch task and the cancellation notice of its prepare task.
+      // Four first tasks; for the cancelled saga, the notice for its abandoned task and its compensation task.
       assert.strictEqual(sampleValue(waiting, "orchestrator_outbox_pending_messages"), 6)
       assert.strictEqual(sampleValue(waiting, "orchestrator_store_up"), 1)
 

@@ -562,6 +562,32 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
       })
     )
 
+    it.effect("refuses what PostgreSQL cannot store as bad data, with its path, and changes nothing", () =>
+      Effect.gen(function* () {
+        const store = yield* SagaStore
+        const sagaType = uniqueType()
+        const nul = yield* Effect.flip(start({ sagaType, context: { repo: "a\u0000b" } }))
+        assert.deepInclude(nul, { _tag: "InvalidSagaData", field: "context" })
+        assert.include(nul._tag === "InvalidSagaData" ? nul.reason : "", "U+0000")
+        const key = yield* Effect.flip(start({ sagaType, idempotencyKey: "k\ud800" }))
+        assert.deepInclude(key, { _tag: "InvalidSagaData", field: "idempotencyKey" })
+        assert.strictEqual((yield* store.find({ sagaType })).items.length, 0)
+
+        const { saga } = yield* start()
+        const surrogate = yield* Effect.flip(
+          store.transact(saga.id, advance("X", {}, { progress: { reason: "\udc00" } }))
+        )
+        assert.deepInclude(surrogate, { _tag: "InvalidSagaData", field: "progress" })
+        const deep = yield* Effect.flip(
+          store.transact(saga.id, advance("X", { nested: JSON.parse(`${"[".repeat(100)}${"]".repeat(100)}`) }))
+        )
+        assert.deepInclude(deep, { _tag: "InvalidSagaData", field: "context" })
+        yield* assertUnchanged(saga.id, 0, 1)
+        const filter = yield* Effect.flip(store.find({ context: { repo: "\ud800" } }))
+        assert.deepInclude(filter, { _tag: "InvalidSagaData", field: "context" })
+      })
+    )
+
     it.effect("summarises sagas by status and the outbox backlog", () =>
       Effect.gen(function* () {
         const store = yield* SagaStore

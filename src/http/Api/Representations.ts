@@ -5,43 +5,23 @@
  */
 import { Duration, Effect, Option, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { SagaContext, SagaId, SagaStatus } from "../../domain/Saga.ts"
-
-/** PostgreSQL cannot store U+0000 in text or jsonb: refused here, with its path, rather than failing the write. */
-const findNul = (value: unknown, path: ReadonlyArray<PropertyKey>): Schema.FilterIssue | undefined => {
-  const issue = (at: ReadonlyArray<PropertyKey>) => ({ path: at, issue: "must not contain the character U+0000" })
-  if (typeof value === "string") return value.includes("\u0000") ? issue(path) : undefined
-  if (Array.isArray(value)) {
-    for (const [index, item] of value.entries()) {
-      const found = findNul(item, [...path, index])
-      if (found !== undefined) return found
-    }
-    return undefined
-  }
-  if (typeof value === "object" && value !== null) {
-    for (const [key, item] of Object.entries(value)) {
-      if (key.includes("\u0000")) return issue([...path, key])
-      const found = findNul(item, [...path, key])
-      if (found !== undefined) return found
-    }
-  }
-  return undefined
-}
-
-const withoutNul = Schema.makeFilter<unknown>((value) => findNul(value, []))
+import { storable } from "../../domain/Storable.ts"
 
 /** A short identifier or name given by a client (saga type, state, correlation id, idempotency key). */
-export const Name = Schema.NonEmptyString.check(Schema.isMaxLength(255), withoutNul)
+export const Name = Schema.NonEmptyString.check(Schema.isMaxLength(255), storable)
 
-/** Any JSON value that PostgreSQL can store. */
-export const JsonValue = Schema.Json.check(withoutNul)
+/** Any JSON value that PostgreSQL can store, nested at most 64 deep. */
+export const JsonValue = Schema.Json.check(storable)
 
-/** A JSON object that PostgreSQL can store. */
-export const JsonObject = SagaContext.check(withoutNul)
+/** A JSON object that PostgreSQL can store, nested at most 64 deep. */
+export const JsonObject = SagaContext.check(storable)
 
 /**
- * `P…`/`PT…` ISO 8601 duration with a fixed length: weeks, days, hours, minutes, seconds (no years or months),
- * decoded into a `Duration`. The one parser of the durations the API and the CLI take.
+ * `P…`/`PT…` ISO 8601 duration with a fixed length: weeks, days, hours, minutes, seconds (no years or months), at
+ * most 100 years, decoded into a `Duration`. The one parser of the durations the API and the CLI take.
  */
+const maxDuration = Duration.days(36_500)
+
 export const IsoDuration = Schema.String.annotate({
   description: "ISO 8601 duration, e.g. `PT15M`, `PT2H`, `P1D`",
   examples: ["PT15M"]
@@ -50,17 +30,26 @@ export const IsoDuration = Schema.String.annotate({
     Schema.Duration,
     SchemaTransformation.transformEffect({
       decode: (text, options) =>
-        Option.match(Option.filter(Duration.fromIso(text), Duration.isGreaterThanOrEqualTo(Duration.zero)), {
-          onNone: () =>
-            Effect.fail(
-              new SchemaIssue.InvalidValue(
-                { message: "expected a non-negative ISO 8601 duration such as PT15M, PT2H or P1D" },
-                text,
-                options
-              )
-            ),
-          onSome: Effect.succeed
-        }),
+        Option.match(
+          Option.filter(
+            Duration.fromIso(text),
+            (d) => Duration.isGreaterThanOrEqualTo(d, Duration.zero) && Duration.isLessThanOrEqualTo(d, maxDuration)
+          ),
+          {
+            onNone: () =>
+              Effect.fail(
+                new SchemaIssue.InvalidValue(
+                  {
+                    message:
+                      "expected a non-negative ISO 8601 duration of at most 100 years (P36500D), such as PT15M, PT2H or P1D"
+                  },
+                  text,
+                  options
+                )
+              ),
+            onSome: Effect.succeed
+          }
+        ),
       encode: (duration) => Effect.succeed(Option.getOrElse(Duration.formatIso(duration), () => "PT0S"))
     })
   )

@@ -1,10 +1,12 @@
 /**
  * Every 4xx is a problem (`application/problem+json`), including the ones the framework answers before any API
- * handler runs: an unknown route (404), an unsupported content type (415), a body over the size limit (413). A
+ * handler runs: an unknown route (404), an unsupported or missing content type (415), a body over the size limit
+ * (413), and what Node's parser refuses before that (431, 400). A
  * 401 also says how to authenticate (`WWW-Authenticate: Bearer`). Server errors pass through unchanged, so they are
  * still reported and logged as such.
  */
 import { STATUS_CODES } from "node:http"
+import type { Duplex } from "node:stream"
 import { ByteSize, Cause, Effect } from "effect"
 import { HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse, ProblemDetails } from "effect/http"
 
@@ -62,9 +64,49 @@ const asProblem = (response: HttpServerResponse.HttpServerResponse) =>
     return HttpServerResponse.setHeaders(problem, Object.fromEntries(kept))
   })
 
+/** A body without a `Content-Type`: refused like any other body that is not JSON, not guessed to be JSON. */
+const hasUntypedBody = (request: HttpServerRequest.HttpServerRequest) => {
+  const headers = request.headers
+  if (headers["content-type"] !== undefined) return false
+  const length = Number(headers["content-length"] ?? "0")
+  return length > 0 || headers["transfer-encoding"] !== undefined
+}
+
+const untypedBody = ProblemDetails.toResponse({
+  type: ProblemDetails.blankType,
+  status: 415,
+  title: STATUS_CODES[415] ?? "Unsupported Media Type",
+  detail: "the request has a body but no Content-Type; send application/json"
+})
+
+/**
+ * A request Node's HTTP parser itself refuses (headers too large: 431; a malformed request line or header: 400)
+ * never reaches the router: this answers it as a problem too, on the raw socket, and closes the connection.
+ */
+export const onClientError = (error: Error & { readonly code?: string }, socket: Duplex) => {
+  if (!socket.writable) return socket.destroy()
+  const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : 400
+  const title = STATUS_CODES[status] ?? "Bad Request"
+  const body = JSON.stringify({
+    type: ProblemDetails.blankType,
+    title,
+    status,
+    detail:
+      status === 431
+        ? "the request's headers are too large"
+        : `the request could not be parsed as HTTP (${error.code ?? "malformed"})`
+  })
+  socket.end(
+    `HTTP/1.1 ${status} ${title}\r\nContent-Type: ${ProblemDetails.contentType}\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  )
+}
+
 export const layer = HttpRouter.middleware(
   (app) =>
-    app.pipe(
+    Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+      hasUntypedBody(request) ? Effect.succeed(untypedBody) : app
+    ).pipe(
       Effect.provideService(HttpServerRequest.MaxBodySize, maxBodySize),
       // A failure that maps to a 4xx (no route, a body too large to read, a malformed request) is answered here as a
       // problem; anything else keeps its cause, to be reported and answered by the server as before.
