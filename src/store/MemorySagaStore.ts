@@ -27,7 +27,7 @@ interface ArmedTimer extends Timer {
 }
 
 export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings> = {}) {
-  const { maxContextBytes, timerLease } = { ...defaultStoreSettings, ...settings }
+  const { maxContextBytes, timerLease, pageBytes } = { ...defaultStoreSettings, ...settings }
   const random = yield* SecureRandom.SecureRandom
   const lock = yield* Semaphore.make(1)
   const sagas = new Map<SagaId, SagaInstance>()
@@ -137,9 +137,15 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
               (after === undefined || saga.id < after)
           )
           .sort((a, b) => (a.id < b.id ? 1 : -1))
-        const items = matches.slice(0, limit)
+        const items: Array<SagaInstance> = []
+        let bytes = 0
+        for (const saga of matches.slice(0, limit)) {
+          if (items.length > 0 && bytes >= pageBytes) break
+          items.push(saga)
+          bytes += Buffer.byteLength(JSON.stringify(saga.context)) + Buffer.byteLength(JSON.stringify(saga.progress))
+        }
         const last = items.at(-1)
-        return { items, nextCursor: matches.length > limit && last ? encodeCursor(last.id) : null }
+        return { items, nextCursor: matches.length > items.length && last ? encodeCursor(last.id) : null }
       }),
 
     history: (id) => find(id).pipe(Effect.map(() => histories.get(id) ?? [])),

@@ -40,7 +40,7 @@ const isSagaId = Schema.is(SagaId)
 class KeyTaken extends Data.TaggedError("KeyTaken")<{}> {}
 
 export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings> = {}) {
-  const { maxContextBytes, timerLease, retryFor } = { ...defaultStoreSettings, ...settings }
+  const { maxContextBytes, timerLease, retryFor, pageBytes } = { ...defaultStoreSettings, ...settings }
   const sql = yield* PgClient.PgClient
   const random = yield* SecureRandom.SecureRandom
   // The relay in this process when there is one; otherwise the relays listening on the database.
@@ -236,14 +236,26 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
         ...(filter.context === undefined ? [] : [sql`context @> ${sql.json(filter.context)}`]),
         ...(after === undefined ? [] : [sql`id < ${after}`])
       ]
-      const rows = yield* sql`
-        SELECT ${columns} FROM orchestrator.saga_instances
-        WHERE ${sql.and(conditions)}
-        ORDER BY id DESC
-        LIMIT ${limit + 1}`.pipe(Effect.mapError(refusalOrFailure("find", "filter")))
+      // The page is cut in the database, so that no more than `pageBytes` of contexts ever reach this process: rows
+      // are kept while the bytes before them stay under the budget (the first row always is).
+      const rows = yield* sql<{ readonly id: string; readonly candidates: number }>`
+        SELECT ${columns}, candidates FROM (
+          SELECT page.*, sum(bytes) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) - bytes AS before,
+                 count(*) OVER () AS candidates
+          FROM (
+            SELECT ${columns}, octet_length(context::text) + octet_length(progress::text) AS bytes
+            FROM orchestrator.saga_instances
+            WHERE ${sql.and(conditions)}
+            ORDER BY id DESC
+            LIMIT ${limit + 1}
+          ) page
+        ) sized
+        WHERE before < ${pageBytes}
+        ORDER BY id DESC`.pipe(Effect.mapError(refusalOrFailure("find", "filter")))
       const items = yield* Effect.forEach(rows.slice(0, limit), toSaga)
       const last = items.at(-1)
-      return { items, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.id) : null }
+      const more = Number(rows[0]?.candidates ?? 0) > items.length
+      return { items, nextCursor: more && last !== undefined ? encodeCursor(last.id) : null }
     })
 
   const history: SagaStore["Service"]["history"] = (id) =>

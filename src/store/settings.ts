@@ -7,10 +7,16 @@ export interface StoreSettings {
   readonly timerLease: Duration.Duration
   /** How long `transact` keeps retrying retryable database failures before giving up. */
   readonly retryFor: Duration.Duration
+  /**
+   * How many bytes of context and progress (as JSON text) one page of `find` may hold: a page ends early, with a
+   * cursor, once it reaches them. It bounds what a list request holds in memory, whatever its `limit`.
+   */
+  readonly pageBytes: number
 }
 
 export const defaultStoreSettings: StoreSettings = {
   maxContextBytes: 64 * 1024,
   timerLease: Duration.seconds(30),
-  retryFor: Duration.seconds(30)
+  retryFor: Duration.seconds(30),
+  pageBytes: 2 * 1024 * 1024
 }

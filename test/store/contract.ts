@@ -4,7 +4,7 @@
 import { assert, layer } from "@effect/vitest"
 import { DateTime, Duration, Effect, type Layer } from "effect"
 import type { SagaId } from "../../src/domain/Saga.ts"
-import { type CreateSaga, SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
+import { type CreateSaga, type SagaPage, SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
 
 const limit = 64 * 1024
 
@@ -585,6 +585,31 @@ export const sagaStoreContract = (name: string, storeLayer: Layer.Layer<SagaStor
         yield* assertUnchanged(saga.id, 0, 1)
         const filter = yield* Effect.flip(store.find({ context: { repo: "\ud800" } }))
         assert.deepInclude(filter, { _tag: "InvalidSagaData", field: "context" })
+      })
+    )
+
+    it.effect("ends a page of large contexts early at its byte budget, with a cursor that pages through the rest", () =>
+      Effect.gen(function* () {
+        const store = yield* SagaStore
+        const sagaType = uniqueType()
+        const ids = new Set<string>()
+        for (let n = 0; n < 40; n++) {
+          ids.add((yield* start({ sagaType, context: { n, blob: "b".repeat(60_000) } })).saga.id)
+        }
+        const first = yield* store.find({ sagaType, limit: 500 })
+        // 2 MiB of 60 kB contexts: the page stops after 35, well short of the limit.
+        assert.isAbove(first.items.length, 30)
+        assert.isBelow(first.items.length, 40)
+        assert.isNotNull(first.nextCursor)
+        const seen = first.items.map((saga) => saga.id)
+        let cursor: string | null = first.nextCursor
+        while (cursor !== null) {
+          const page: SagaPage = yield* store.find({ sagaType, limit: 500, cursor })
+          seen.push(...page.items.map((saga) => saga.id))
+          cursor = page.nextCursor
+        }
+        assert.strictEqual(seen.length, 40)
+        assert.deepStrictEqual(new Set(seen), ids)
       })
     )
 
