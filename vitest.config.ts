@@ -16,6 +16,7 @@ const unit = [
   "test/http/Api.test.ts",
   "test/http/ApiTokens.test.ts",
   "test/http/BadRequests.test.ts",
+  "test/http/Fuzz.test.ts",
   "test/http/OpenApi.test.ts",
   "test/http/Problems.test.ts",
   "test/observability/Logging.test.ts",
