@@ -1,7 +1,8 @@
 /**
- * Consumes workers' replies and heartbeats and hands them to the engine. A reply is acknowledged only after the transaction that
- * applied it committed; one that cannot be processed (malformed JSON, wrong shape, unknown saga, parked saga) is
- * dead-lettered with the reason, and counted; a database outage leaves it unacknowledged, to be delivered again.
+ * Consumes workers' replies and heartbeats and hands them to the engine. A reply is acknowledged only after the
+ * transaction that applied it committed; one that cannot be processed (malformed JSON, wrong shape, unknown saga,
+ * parked saga) is dead-lettered with the reason, and counted; during a database outage it is held, unacknowledged,
+ * and retried in place until the database is back.
  *
  * Each delivery is handled in a consumer span that continues the worker's trace when the reply carries a
  * `traceparent`, so the engine's span for the reply, and the next task, join that trace.
@@ -53,6 +54,28 @@ const handleHeartbeat = (delivery: Delivery) =>
     return Disposition.ack
   }).pipe(Effect.withSpan("ReplyConsumer.heartbeat", consumerSpan(delivery)))
 
+/** Between attempts to apply a reply while the database is unavailable: from 200 ms, doubling, at most 5 s. */
+const holdSchedule = Schedule.exponential("200 millis").pipe(
+  Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, Duration.seconds(5))))
+)
+
+/**
+ * A reply the database cannot take now is held — unacknowledged, retried in place — not requeued: a requeue counts
+ * as a delivery, and a quorum queue's delivery limit would dead-let the reply during a long outage. It stays held
+ * until the database is back or the consumer stops (then RabbitMQ hands it out again, its count unchanged).
+ */
+const holdWhileUnavailable = (apply: ReturnType<Engine["Service"]["reply"]>) =>
+  apply.pipe(
+    Effect.tapError((error) =>
+      error._tag === "StoreUnavailable"
+        ? Effect.logWarning("reply held: database unavailable; retrying it in place", error.message)
+        : Effect.void
+    ),
+    Effect.retry({ while: (error) => error._tag === "StoreUnavailable", schedule: holdSchedule }),
+    // The schedule never ends: an outage cannot get past it.
+    Effect.catchTag("StoreUnavailable", (error) => Effect.die(error))
+  )
+
 const handleReply = (delivery: Delivery) =>
   Effect.gen(function* () {
     const engine = yield* Engine
@@ -63,6 +86,7 @@ const handleReply = (delivery: Delivery) =>
     const reply = decoded.success
     yield* Effect.annotateCurrentSpan({ "saga.id": reply.sagaId, "task.id": reply.taskId })
     return yield* engine.reply(reply).pipe(
+      holdWhileUnavailable,
       Effect.as(Disposition.ack),
       Effect.catchTags({
         SagaNotFound: () => deadLetter("unknown_saga", `unknown saga ${reply.sagaId}`),
@@ -71,12 +95,7 @@ const handleReply = (delivery: Delivery) =>
         ContextTooLarge: (e) => deadLetter("context_too_large", `reply rejected: ${e.message}`),
         InvalidSagaData: (e) => deadLetter("invalid_saga_data", `reply rejected: ${e.message}`),
         // Cannot happen without an expected version; taken again from the queue, it is decided afresh.
-        VersionConflict: () => Effect.succeed(Disposition.requeue),
-        StoreUnavailable: (e) =>
-          Effect.logWarning("reply not applied, database unavailable; it will be delivered again", e.message).pipe(
-            Effect.andThen(Effect.sleep(Duration.seconds(1))),
-            Effect.as(Disposition.requeue)
-          )
+        VersionConflict: () => Effect.succeed(Disposition.requeue)
       }),
       Effect.annotateLogs({ sagaId: reply.sagaId, taskId: reply.taskId })
     )

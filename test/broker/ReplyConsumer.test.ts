@@ -273,7 +273,7 @@ describe("ReplyConsumer", () => {
     }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
-  it.effect("keeps a reply through a store outage and applies it once the store is back", () =>
+  it.effect("holds a reply through a store outage, retrying it in place, and applies it once the store is back", () =>
     Effect.gen(function* () {
       const outage = yield* StoreOutage
       const memory = yield* MemoryBroker.MemoryBroker
@@ -285,31 +285,32 @@ describe("ReplyConsumer", () => {
         "the consumer tries to apply the reply",
         Effect.map(outage.transactCalls, (n) => n === 1)
       )
-      // The consumer backs off for a second holding the delivery: not acknowledged, not dead-lettered.
-      assert.deepStrictEqual(
-        (yield* unacknowledged(Queues.replies)).map((d) => d.messageId),
-        ["during-outage"]
-      )
+      // Held: not acknowledged, not dead-lettered, and never handed back to the queue (its delivery count stays).
+      for (const [wait, calls] of [
+        ["200 millis", 2],
+        ["400 millis", 3],
+        ["800 millis", 4]
+      ] as const) {
+        yield* TestClock.adjust(wait)
+        yield* eventually(
+          `attempt ${calls}, after ${wait} more`,
+          Effect.map(outage.transactCalls, (n) => n === calls)
+        )
+        const held = yield* unacknowledged(Queues.replies)
+        assert.deepStrictEqual(
+          held.map((d) => [d.messageId, d.redelivered]),
+          [["during-outage", false]]
+        )
+        assert.deepStrictEqual(yield* queue(Queues.replies), [], "nothing went back to the queue")
+      }
       assert.deepStrictEqual(yield* deadLetters, [])
       assert.deepStrictEqual(yield* get(saga.id), saga)
 
-      // Still down after the back-off: the reply comes back from the queue and fails again.
-      yield* TestClock.adjust("1 second")
-      yield* eventually(
-        "the requeued reply is tried again",
-        Effect.map(outage.transactCalls, (n) => n === 2)
-      )
-      const [again] = yield* unacknowledged(Queues.replies)
-      assert.deepInclude(again, { messageId: "during-outage", redelivered: true })
-      assert.deepStrictEqual(yield* get(saga.id), saga)
-
       yield* outage.setDown(false)
-      for (let round = 0; round < 10 && (yield* get(saga.id)).lockVersion === 0; round++) {
-        yield* TestClock.adjust("1 second")
-      }
+      yield* TestClock.adjust("1600 millis")
       yield* eventually("the reply is acknowledged once applied", repliesSettled)
       assert.deepInclude(yield* get(saga.id), { currentState: "MESHING_GEOMETRY", lockVersion: 1 })
-      assert.strictEqual(yield* outage.transactCalls, 3)
+      assert.strictEqual(yield* outage.transactCalls, 5)
       assert.deepStrictEqual(yield* deadLetters, [])
       // Nothing lost and nothing doubled: the one reply published moved the saga once.
       assert.strictEqual((yield* memory.published).filter((m) => m.exchange === Exchanges.replies).length, 1)

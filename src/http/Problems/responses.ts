@@ -1,9 +1,8 @@
 /**
  * Every 4xx is a problem (`application/problem+json`), including the ones the framework answers before any API
  * handler runs: an unknown route (404), an unsupported or missing content type (415), a body over the size limit
- * (413), and what Node's parser refuses before that (431, 400). A
- * 401 also says how to authenticate (`WWW-Authenticate: Bearer`). Server errors pass through unchanged, so they are
- * still reported and logged as such.
+ * (413), and what Node's parser refuses before that (431, 400). A 401 also says how to authenticate
+ * (`WWW-Authenticate: Bearer`). A defect is logged with its cause and answered as a 500 problem with its trace id.
  */
 import { STATUS_CODES } from "node:http"
 import type { Duplex } from "node:stream"
@@ -102,6 +101,24 @@ export const onClientError = (error: Error & { readonly code?: string }, socket:
   )
 }
 
+/** An unexpected failure: logged whole, and answered with a problem that says how to find it in the logs and traces. */
+const serverError = (cause: Cause.Cause<unknown>) =>
+  Effect.gen(function* () {
+    const span = yield* Effect.option(Effect.currentSpan)
+    const traceId = span._tag === "Some" ? span.value.traceId : undefined
+    yield* Effect.logError("request failed with an unexpected error", cause)
+    return ProblemDetails.toResponse({
+      type: ProblemDetails.blankType,
+      status: 500,
+      title: STATUS_CODES[500] ?? "Internal Server Error",
+      detail:
+        traceId === undefined
+          ? "an unexpected error; it was logged"
+          : `an unexpected error; it was logged with trace id ${traceId}`,
+      ...(traceId === undefined ? {} : { traceId })
+    })
+  })
+
 export const layer = HttpRouter.middleware(
   (app) =>
     Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
@@ -109,13 +126,14 @@ export const layer = HttpRouter.middleware(
     ).pipe(
       Effect.provideService(HttpServerRequest.MaxBodySize, maxBodySize),
       // A failure that maps to a 4xx (no route, a body too large to read, a malformed request) is answered here as a
-      // problem; anything else keeps its cause, to be reported and answered by the server as before.
+      // problem; a defect is logged with its cause and answered as a 500 problem naming its trace id; an interrupted
+      // request is left to the server.
       Effect.catchCause((cause) =>
-        Effect.flatMap(HttpServerError.causeResponse(cause), ([response]) =>
-          isClientError(response.status) && !Cause.hasInterruptsOnly(cause)
-            ? Effect.succeed(response)
-            : Effect.failCause(cause)
-        )
+        Cause.hasInterruptsOnly(cause)
+          ? Effect.failCause(cause)
+          : Effect.flatMap(HttpServerError.causeResponse(cause), ([response]) =>
+              isClientError(response.status) ? Effect.succeed(response) : serverError(cause)
+            )
       ),
       Effect.flatMap(asProblem)
     ),
