@@ -2,8 +2,7 @@
  * Section (4): the store's queries with `rows` sagas in `saga_instances`, 5% of them active (each with a timer, a
  * tenth of those due): their latency through the store, and which indexes their plans use (EXPLAIN ANALYZE).
  */
-import { DateTime, Duration, Effect, Layer } from "effect"
-import { runtimeClient } from "../src/store/Database.ts"
+import { DateTime, Duration, Effect } from "effect"
 import * as PgSagaStore from "../src/store/PgSagaStore.ts"
 import { SagaStore } from "../src/store/SagaStore.ts"
 import { type BenchEnv, percentile } from "./env.ts"
@@ -141,4 +140,4 @@ export const run = (env: BenchEnv, options: { readonly rows: number; readonly it
       "TRUNCATE orchestrator.saga_instances, orchestrator.saga_timers, orchestrator.saga_transitions, orchestrator.saga_outbox, orchestrator.saga_idempotency_keys, orchestrator.saga_ignored_events"
     )
     return { rows: total, active, populateSeconds, queries } satisfies ScaleResult
-  }).pipe(Effect.provide(PgSagaStore.layerNoDeps().pipe(Layer.provide(runtimeClient(env.config, 4)))), Effect.orDie)
+  }).pipe(Effect.provide(PgSagaStore.layerDatabase(env.config, { maxConnections: 4 })), Effect.orDie)

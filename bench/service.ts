@@ -28,7 +28,6 @@ import type { SagaId } from "../src/domain/Saga.ts"
 import * as Engine from "../src/saga/Engine.ts"
 import { SagaRegistry } from "../src/saga/Registry.ts"
 import { definitions } from "../src/sagas/index.ts"
-import { runtimeClient } from "../src/store/Database.ts"
 import { channel as outboxChannel } from "../src/store/OutboxNotifications.ts"
 import * as PgSagaStore from "../src/store/PgSagaStore.ts"
 import { SagaStore } from "../src/store/SagaStore.ts"
@@ -451,7 +450,7 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
     Effect.provide(
       Engine.layer.pipe(
         Layer.provideMerge(SagaRegistry.layer(definitions)),
-        Layer.provideMerge(PgSagaStore.layerNoDeps().pipe(Layer.provideMerge(runtimeClient(env.config, 16))))
+        Layer.provideMerge(PgSagaStore.layerDatabase(env.config, { maxConnections: 16 }))
       )
     ),
     Effect.orDie

@@ -6,7 +6,7 @@
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import * as v8 from "node:v8"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SagaId } from "../src/domain/Saga.ts"
 import { runtimeClient } from "../src/store/Database.ts"
@@ -193,7 +193,7 @@ export const run = (env: BenchEnv, options: { readonly seconds: number; readonly
       ).pipe(Effect.provide(client), Effect.orDie)
       yield* reset(env)
       const store = yield* Effect.flatMap(storeStep(ids), (step) => drive(concurrency, options.seconds, step)).pipe(
-        Effect.provide(PgSagaStore.layerNoDeps().pipe(Layer.provide(client))),
+        Effect.provide(PgSagaStore.layerDatabase(env.config, { maxConnections: concurrency })),
         Effect.orDie
       )
       const result = {
@@ -220,7 +220,6 @@ export const allocationsPerStep = (env: BenchEnv, steps: number) =>
     ))
       .split("\n")
       .filter(Boolean)
-    const client = runtimeClient(env.config, 8)
     return yield* Effect.gen(function* () {
       const step = yield* storeStep(ids)
       const batch = (n: number) =>
@@ -242,5 +241,5 @@ export const allocationsPerStep = (env: BenchEnv, steps: number) =>
         0
       )
       return { steps, bytesPerStep: (collected + usedAfter - usedBefore) / steps, gcs: report?.statistics.length ?? 0 }
-    }).pipe(Effect.provide(PgSagaStore.layerNoDeps().pipe(Layer.provide(client))), Effect.orDie)
+    }).pipe(Effect.provide(PgSagaStore.layerDatabase(env.config, { maxConnections: 8 })), Effect.orDie)
   })

@@ -2,7 +2,19 @@
  * Typed configuration: settings from `ORCH_*` environment variables, secrets only from files in the secrets
  * directory (DESIGN §7). A password offered through the environment is refused, naming the file to use instead.
  */
-import { Config, ConfigProvider, Context, Effect, Layer, LogLevel, Option, Redacted, Schema } from "effect"
+import {
+  Config,
+  ConfigProvider,
+  Context,
+  Data,
+  Duration,
+  Effect,
+  Layer,
+  LogLevel,
+  Option,
+  Redacted,
+  Schema
+} from "effect"
 import * as FileSystem from "effect/FileSystem"
 import type { Path } from "effect/Path"
 
@@ -29,11 +41,30 @@ export interface AmqpConfig {
   readonly password: Redacted.Redacted
 }
 
+/**
+ * Where the state lives: the PostgreSQL of ORCH_DB_HOST, or, when it is unset, an embedded one in the process
+ * (PGlite, in memory: a demonstration, not a deployment).
+ */
+export type Database = Data.TaggedEnum<{
+  External: { readonly config: DatabaseConfig }
+  Embedded: {}
+}>
+export const Database = Data.taggedEnum<Database>()
+
+/**
+ * Who does the tasks: workers behind the RabbitMQ of ORCH_AMQP_URL, or, when it is unset, simulated workers
+ * answering on an in-memory broker.
+ */
+export type Workers = Data.TaggedEnum<{
+  RabbitMq: { readonly amqp: AmqpConfig }
+  Simulated: {}
+}>
+export const Workers = Data.taggedEnum<Workers>()
+
 export interface AppConfigShape {
-  /** None → embedded mode (an in-process PostgreSQL-compatible store). */
-  readonly database: Option.Option<DatabaseConfig>
-  /** None → in-memory broker. */
-  readonly amqp: Option.Option<AmqpConfig>
+  /** The run mode, decided here once: the rest of the service matches on these two values. */
+  readonly database: Database
+  readonly workers: Workers
   readonly httpPort: number
   readonly secretsDir: string
   readonly otlpEndpoint: Option.Option<string>
@@ -42,6 +73,8 @@ export interface AppConfigShape {
   readonly allowPrivilegedDbRole: boolean
   /** The least severe log level written. */
   readonly logLevel: LogLevel.LogLevel
+  /** How long an active saga may go without a change before it counts as stuck (metrics, `sagas stuck`). */
+  readonly stuckThreshold: Duration.Duration
   /** Bearer tokens of the HTTP API (secret file `api_tokens`, one per line); None when the file is absent. */
   readonly apiTokens: Option.Option<ReadonlyArray<Redacted.Redacted<string>>>
 }
@@ -145,9 +178,9 @@ export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem.FileS
 
     const database = yield* Effect.gen(function* () {
       const host = yield* optionalString("ORCH_DB_HOST")
-      if (Option.isNone(host)) return Option.none<DatabaseConfig>()
+      if (Option.isNone(host)) return Database.Embedded()
       const migrationUser = yield* optionalString("ORCH_DB_MIGRATION_USER")
-      return Option.some<DatabaseConfig>({
+      const config: DatabaseConfig = {
         host: host.value,
         port: yield* Config.Port("ORCH_DB_PORT").pipe(Config.withDefault(5432)),
         database: yield* Config.NonEmptyString("ORCH_DB_NAME").pipe(Config.withDefault("orchestrator")),
@@ -165,19 +198,20 @@ export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem.FileS
               user: migrationUser.value,
               password: yield* secret("db_migration_password", "ORCH_DB_MIGRATION_USER")
             })
-      })
+      }
+      return Database.External({ config })
     })
 
-    const amqp = yield* Effect.gen(function* () {
+    const workers = yield* Effect.gen(function* () {
       const url = yield* optionalString("ORCH_AMQP_URL")
-      if (Option.isNone(url)) return Option.none<AmqpConfig>()
+      if (Option.isNone(url)) return Workers.Simulated()
       yield* refusePasswordInUrl(url.value)
-      return Option.some<AmqpConfig>({ url: url.value, password: yield* secret("amqp_password", "ORCH_AMQP_URL") })
+      return Workers.RabbitMq({ amqp: { url: url.value, password: yield* secret("amqp_password", "ORCH_AMQP_URL") } })
     })
 
     return {
       database,
-      amqp,
+      workers,
       httpPort: yield* Config.Port("ORCH_HTTP_PORT").pipe(Config.withDefault(8080)),
       secretsDir,
       otlpEndpoint: yield* optionalString("ORCH_OTLP_ENDPOINT"),
@@ -186,6 +220,8 @@ export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem.FileS
         Config.withDefault(65536)
       ),
       logLevel: yield* logLevel,
+      // An Effect duration such as `15 minutes`.
+      stuckThreshold: yield* Config.Duration("ORCH_STUCK_THRESHOLD").pipe(Config.withDefault(Duration.minutes(15))),
       apiTokens
     }
   }

@@ -1,8 +1,9 @@
 import { inspect } from "node:util"
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Option, Redacted } from "effect"
+import { ConfigProvider, Duration, Effect, Option, Redacted } from "effect"
 import { load } from "../src/Config.ts"
+import { externalDatabase, rabbitMq } from "./utils/config.ts"
 import { secretsDirectory } from "./utils/processes.ts"
 
 const secretsDir = secretsDirectory
@@ -19,13 +20,37 @@ describe("AppConfig", () => {
   it.effect("runs embedded with an in-memory broker when nothing is configured", () =>
     Effect.gen(function* () {
       const config = yield* loadWith({ ORCH_SECRETS_DIR: secretsDir({}) })
-      assert.isTrue(Option.isNone(config.database))
-      assert.isTrue(Option.isNone(config.amqp))
+      assert.strictEqual(config.database._tag, "Embedded")
+      assert.strictEqual(config.workers._tag, "Simulated")
       assert.strictEqual(config.httpPort, 8080)
       assert.strictEqual(config.maxContextBytes, 65536)
       assert.isTrue(Option.isNone(config.otlpEndpoint))
       assert.strictEqual(config.logLevel, "Info")
+      assert.isTrue(Duration.equals(config.stuckThreshold, Duration.minutes(15)))
     })
+  )
+
+  it.effect("reads ORCH_STUCK_THRESHOLD as a duration, and refuses one it cannot read", () =>
+    Effect.gen(function* () {
+      const dir = secretsDir({})
+      const config = yield* loadWith({ ORCH_SECRETS_DIR: dir, ORCH_STUCK_THRESHOLD: "40 minutes" })
+      assert.isTrue(Duration.equals(config.stuckThreshold, Duration.minutes(40)))
+      assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_STUCK_THRESHOLD: "soon" }), "ORCH_STUCK_THRESHOLD")
+    })
+  )
+
+  it.effect(
+    "decides the run mode once: an external database with ORCH_DB_HOST, RabbitMQ workers with ORCH_AMQP_URL",
+    () =>
+      Effect.gen(function* () {
+        const config = yield* loadWith({
+          ORCH_SECRETS_DIR: secretsDir({ db_password: "x", amqp_password: "y" }),
+          ORCH_DB_HOST: "db.internal",
+          ORCH_AMQP_URL: "amqp://orchestrator@rabbitmq:5672/"
+        })
+        assert.strictEqual(externalDatabase(config).host, "db.internal")
+        assert.strictEqual(rabbitMq(config).url, "amqp://orchestrator@rabbitmq:5672/")
+      })
   )
 
   it.effect("reads ORCH_LOG_LEVEL in any case, with `warning` for `warn`, and refuses a level it does not know", () =>
@@ -52,7 +77,7 @@ describe("AppConfig", () => {
         ORCH_DB_SSL: "verify-full",
         ORCH_MAX_CONTEXT_BYTES: "1024"
       })
-      const db = Option.getOrThrow(config.database)
+      const db = externalDatabase(config)
       assert.deepInclude(db, {
         host: "db.internal",
         port: 6432,

@@ -10,7 +10,7 @@
  *   for a message that cannot be routed until a worker binds its queue. The saga's step timeout retries the task.
  * - consume: keeps running across reconnects (AmqpBroker/consumer.ts); fails only for a missing or forbidden queue.
  */
-import { Duration, Effect, Layer, Option, type Redacted } from "effect"
+import { Duration, Effect, Layer, type Redacted } from "effect"
 import { AppConfig, InvalidConfig } from "../Config.ts"
 import * as Connection from "./AmqpBroker/connection.ts"
 import * as Consumer from "./AmqpBroker/consumer.ts"
@@ -85,9 +85,9 @@ export const layerConfig = (options: Options) => Layer.effect(Broker, make(optio
 export const layer = Layer.unwrap(
   Effect.gen(function* () {
     const config = yield* AppConfig
-    if (Option.isNone(config.amqp)) {
+    if (config.workers._tag === "Simulated") {
       return yield* new InvalidConfig({ reason: "ORCH_AMQP_URL is not set: there is no RabbitMQ to connect to" })
     }
-    return layerConfig(config.amqp.value)
+    return layerConfig(config.workers.amqp)
   })
 )

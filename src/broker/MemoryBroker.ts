@@ -170,66 +170,63 @@ export const make = Effect.sync(() => {
     }
   }
 
-  const consume = <R>(
+  const consume = Effect.fnUntraced(function* <R>(
     queue: string,
     handle: (delivery: Delivery) => Effect.Effect<Disposition, never, R>,
     options?: { readonly prefetch?: number | undefined }
-  ): Effect.Effect<never, BrokerUnavailable, R> =>
-    Effect.gen(function* () {
-      const prefetch = options?.prefetch ?? 10
-      if (!Number.isInteger(prefetch) || prefetch < 1) {
-        return yield* Effect.die(new Error(`prefetch must be a positive integer, got ${prefetch}`))
-      }
-      const state = queues.get(queue)
-      if (state === undefined) return yield* notFound(`queue '${queue}'`)
-      const permits = yield* Semaphore.make(prefetch)
-      // Deliveries of this consumer not yet settled. Whatever is left when it stops goes back to the queue.
-      const mine = new Set<Stored>()
-      const release = (stored: Stored, disposition: Disposition) =>
-        Effect.sync(() => {
-          if (mine.delete(stored)) settle(state, stored, disposition)
-        })
-      // A handler that dies or is interrupted leaves its message to be delivered again: at least once.
-      const deliver = (stored: Stored) =>
-        Effect.interruptible(handle(toDelivery(stored))).pipe(
-          Effect.exit,
-          Effect.flatMap((exit) => {
-            if (exit._tag === "Success") return release(stored, exit.value)
-            const requeue = release(stored, Disposition.requeue)
-            return Cause.hasInterruptsOnly(exit.cause)
-              ? requeue
-              : Effect.logError("message handler died; requeueing the message", exit.cause).pipe(
-                  Effect.andThen(requeue)
-                )
-          }),
-          Effect.ensuring(permits.release(1)),
-          Effect.uninterruptible
-        )
-      return yield* Effect.scoped(
-        Effect.gen(function* () {
-          const handlers = yield* FiberSet.make()
-          return yield* Effect.forever(
-            Effect.uninterruptibleMask((restore) =>
-              Effect.gen(function* () {
-                yield* restore(permits.take(1))
-                const stored = yield* take(state)
-                mine.add(stored)
-                yield* FiberSet.run(handlers, deliver(stored), { startImmediately: true })
-              })
-            ),
-            // Dispatch every ready message up to the prefetch at once, as a broker pushes them.
-            { disableYield: true }
-          )
-        })
-      ).pipe(
-        Effect.ensuring(
-          Effect.suspend(() => Effect.forEach([...mine], (stored) => release(stored, Disposition.requeue)))
-        )
+  ): Effect.fn.Return<never, BrokerUnavailable, R> {
+    const prefetch = options?.prefetch ?? 10
+    if (!Number.isInteger(prefetch) || prefetch < 1) {
+      return yield* Effect.die(new Error(`prefetch must be a positive integer, got ${prefetch}`))
+    }
+    const state = queues.get(queue)
+    if (state === undefined) return yield* notFound(`queue '${queue}'`)
+    const permits = yield* Semaphore.make(prefetch)
+    // Deliveries of this consumer not yet settled. Whatever is left when it stops goes back to the queue.
+    const mine = new Set<Stored>()
+    const release = (stored: Stored, disposition: Disposition) =>
+      Effect.sync(() => {
+        if (mine.delete(stored)) settle(state, stored, disposition)
+      })
+    // A handler that dies or is interrupted leaves its message to be delivered again: at least once.
+    const deliver = (stored: Stored) =>
+      Effect.interruptible(handle(toDelivery(stored))).pipe(
+        Effect.exit,
+        Effect.flatMap((exit) => {
+          if (exit._tag === "Success") return release(stored, exit.value)
+          const requeue = release(stored, Disposition.requeue)
+          return Cause.hasInterruptsOnly(exit.cause)
+            ? requeue
+            : Effect.logError("message handler died; requeueing the message", exit.cause).pipe(Effect.andThen(requeue))
+        }),
+        Effect.ensuring(permits.release(1)),
+        Effect.uninterruptible
       )
-    })
+    return yield* Effect.scoped(
+      Effect.gen(function* () {
+        const handlers = yield* FiberSet.make()
+        return yield* Effect.forever(
+          Effect.uninterruptibleMask((restore) =>
+            Effect.gen(function* () {
+              yield* restore(permits.take(1))
+              const stored = yield* take(state)
+              mine.add(stored)
+              yield* FiberSet.run(handlers, deliver(stored), { startImmediately: true })
+            })
+          ),
+          // Dispatch every ready message up to the prefetch at once, as a broker pushes them.
+          { disableYield: true }
+        )
+      })
+    ).pipe(
+      Effect.ensuring(Effect.suspend(() => Effect.forEach([...mine], (stored) => release(stored, Disposition.requeue))))
+    )
+  })
 
   const broker = Broker.of({
-    publish: (messages: ReadonlyArray<OutgoingMessage>) => accept(messages),
+    publish: Effect.fn("MemoryBroker.publish")(function* (messages: ReadonlyArray<OutgoingMessage>) {
+      yield* accept(messages)
+    }),
     consume,
     health: Effect.suspend(() =>
       available ? Effect.void : Effect.fail(new BrokerUnavailable({ reason: "connection closed (simulated outage)" }))
@@ -281,6 +278,6 @@ export const make = Effect.sync(() => {
 })
 
 /** One in-memory broker, provided both as the `Broker` port and as `MemoryBroker` for inspection. */
-export const layer: Layer.Layer<Broker | MemoryBroker> = Layer.effectContext(
+export const layerMemory: Layer.Layer<Broker | MemoryBroker> = Layer.effectContext(
   Effect.map(make, ({ broker, control }) => Context.make(Broker, broker).pipe(Context.add(MemoryBroker, control)))
 )

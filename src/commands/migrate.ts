@@ -1,4 +1,4 @@
-import { Console, Effect, Option } from "effect"
+import { Console, Effect } from "effect"
 import { Command } from "effect/cli"
 import { AppConfig, InvalidConfig } from "../Config.ts"
 import { migrate as runMigrations } from "../store/Database.ts"
@@ -9,10 +9,10 @@ export const migrate = Command.make(
   {},
   Effect.fnUntraced(function* () {
     const config = yield* AppConfig
-    if (Option.isNone(config.database)) {
+    if (config.database._tag === "Embedded") {
       return yield* new InvalidConfig({ reason: "ORCH_DB_HOST is not set: there is no database to migrate" })
     }
-    const applied = yield* runMigrations(config.database.value)
+    const applied = yield* runMigrations(config.database.config)
     if (applied.length === 0) {
       yield* Console.log("schema is up to date: no migration applied")
       return

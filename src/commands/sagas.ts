@@ -13,7 +13,6 @@ import * as View from "../http/handlers/views.ts"
 import { Engine, layer as engineLayer } from "../saga/Engine.ts"
 import { SagaRegistry } from "../saga/Registry.ts"
 import { definitions } from "../sagas/index.ts"
-import { runtimeClient } from "../store/Database.ts"
 import * as PgSagaStore from "../store/PgSagaStore.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import { renderTable } from "./table.ts"
@@ -22,12 +21,13 @@ import { renderTable } from "./table.ts"
 const onDatabase = Layer.unwrap(
   Effect.gen(function* () {
     const config = yield* AppConfig
-    if (Option.isNone(config.database)) {
+    if (config.database._tag === "Embedded") {
       return yield* new InvalidConfig({ reason: "ORCH_DB_HOST is not set: the saga commands need the database" })
     }
-    const store = PgSagaStore.layerNoDeps({ maxContextBytes: config.maxContextBytes }).pipe(
-      Layer.provide(runtimeClient(config.database.value, 2))
-    )
+    const store = PgSagaStore.layerDatabase(config.database.config, {
+      maxConnections: 2,
+      maxContextBytes: config.maxContextBytes
+    })
     return engineLayer.pipe(Layer.provideMerge(store), Layer.provide(SagaRegistry.layer(definitions)))
   })
 )

@@ -42,7 +42,7 @@ export class ApiTokens extends Context.Service<
     Effect.gen(function* () {
       const config = yield* AppConfig
       if (Option.isSome(config.apiTokens)) return ApiTokens.make(config.apiTokens.value)
-      if (Option.isSome(config.database)) {
+      if (config.database._tag === "External") {
         return yield* new InvalidConfig({
           reason: `missing secret file ${config.secretsDir}/api_tokens (needed for the HTTP API: one bearer token per line)`
         })

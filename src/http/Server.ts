@@ -18,8 +18,8 @@ import * as ProblemResponses from "./Problems/responses.ts"
 const middleware = Layer.mergeAll(layerAuthorization, HttpApiMiddleware.layerProblemDetails({ includeDetails: true }))
 
 /**
- * Every route, over the Engine, SagaStore, SagaRegistry, Broker, SqlClient, FileSystem and ApiTokens in context
- * (and the MetricsText hook, when provided).
+ * Every route, over the Engine, SagaStore, SagaRegistry, Broker and ApiTokens in context (and the MetricsText
+ * hook, when provided).
  */
 export const routes = Layer.mergeAll(
   HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json" }).pipe(

@@ -7,10 +7,9 @@
  * No label carries a saga id, correlation id, context value or anything secret: only saga types, statuses, states,
  * step names and reason kinds, all bounded by the definitions and this code.
  */
-import { Context, Duration, Effect, Layer, Metric, Option } from "effect"
+import { Context, Duration, Effect, Metric, Option } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SagaStatus } from "../domain/Saga.ts"
-import { MetricsText } from "../http/Metrics.ts"
 import { SagaStore } from "../store/SagaStore.ts"
 import { type Family, fromSnapshot, gaugeSamples, render } from "./Metrics/exposition.ts"
 
@@ -243,12 +242,3 @@ export const prometheusText: Effect.Effect<string, never, SagaStore> = Effect.ge
   return render([...registered, ...store, ...connections, ...(yield* processFamilies)])
   // A scrape every few seconds is not worth a trace.
 }).pipe(Effect.withTracerEnabled(false))
-
-/**
- * `prometheusText` as the HTTP server's `/metrics` body, on the services where this layer is built: the store, the
- * SQL client when there is one, the stuck threshold and the metric registry.
- */
-export const layerMetricsText = Layer.effect(
-  MetricsText,
-  Effect.map(Effect.context<SagaStore>(), (context) => Effect.provideContext(prometheusText, context))
-)

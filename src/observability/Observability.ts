@@ -2,10 +2,9 @@
  * Tracing and logging: the service's outermost layer, so that everything inside logs as JSON and traces into the
  * same tracer. Spans go out with OTLP/HTTP (JSON) when `ORCH_OTLP_ENDPOINT` is set and nowhere otherwise — Effect's
  * own `OtlpTracer` on the global `fetch`, no OpenTelemetry SDK needed. Also sets the metrics' stuck threshold
- * (`ORCH_STUCK_THRESHOLD`, an Effect duration such as `15 minutes`; default 15 minutes), and the least severe log
- * level written (`ORCH_LOG_LEVEL`).
+ * (`ORCH_STUCK_THRESHOLD`) and the least severe log level written (`ORCH_LOG_LEVEL`), both read in src/Config.ts.
  */
-import { Config, Duration, Effect, Layer, Option, References } from "effect"
+import { Effect, Layer, Option, References } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpSerialization, OtlpTracer } from "effect/observability"
 import { AppConfig, InvalidConfig } from "../Config.ts"
@@ -37,10 +36,6 @@ export const layerTracing = (url: URL) =>
 export const layer = Layer.unwrap(
   Effect.gen(function* () {
     const config = yield* AppConfig
-    const stuckThreshold = yield* Config.Duration("ORCH_STUCK_THRESHOLD").pipe(
-      Config.withDefault(Duration.minutes(15)),
-      Effect.mapError((error) => new InvalidConfig({ reason: error.message }))
-    )
     const tracing = Option.isNone(config.otlpEndpoint)
       ? Layer.empty
       : yield* tracesUrl(config.otlpEndpoint.value).pipe(
@@ -52,7 +47,7 @@ export const layer = Layer.unwrap(
       Logging.layer,
       Layer.succeed(References.MinimumLogLevel, config.logLevel),
       tracing,
-      Layer.succeed(StuckThreshold, stuckThreshold)
+      Layer.succeed(StuckThreshold, config.stuckThreshold)
     )
   })
 )

@@ -1,17 +1,18 @@
 /**
  * PostgreSQL connections and migrations. Migrations run with the schema owner's credentials on a pool of their
- * own that closes as soon as they are applied; the runtime pool uses the DML-only role and never runs DDL.
+ * own that closes as soon as they are applied; the runtime pool uses the DML-only role and never runs DDL. `layer`
+ * is the service's pool, on the configured database or the embedded one.
  */
 
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Effect, FileSystem, Option, type Redacted, Schema } from "effect"
+import { Effect, FileSystem, Layer, Option, type Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import * as MigratorFileSystem from "effect/sql/MigratorFileSystem"
 import { isSqlError } from "effect/sql/SqlError"
-import type { DatabaseConfig } from "../Config.ts"
-import { InvalidConfig } from "../Config.ts"
+import { AppConfig, Database, type DatabaseConfig, InvalidConfig } from "../Config.ts"
+import * as Embedded from "./Embedded.ts"
 
 export const migrationsDirectory = fileURLToPath(new URL("../../migrations", import.meta.url))
 export const migrationsTable = "orchestrator.effect_sql_migrations"
@@ -69,7 +70,7 @@ export const nameSecretFileOnAuthFailure =
     })
 
 /** Applies pending migrations with the owner's credentials; returns what it applied. Safe to run concurrently. */
-export const migrate = Effect.fnUntraced(function* (db: DatabaseConfig) {
+export const migrate = Effect.fn("Database.migrate")(function* (db: DatabaseConfig) {
   if (Option.isNone(db.migration)) {
     return yield* new InvalidConfig({ reason: "ORCH_DB_MIGRATION_USER is not set: no credentials to migrate with" })
   }
@@ -145,13 +146,68 @@ export const runtimeRolePrivileges = Effect.gen(function* () {
 })
 
 /** Fails unless the runtime role is least-privileged, or logs loudly when an override allows it anyway. */
-export const checkLeastPrivilege = (allowPrivileged: boolean) =>
+export const checkLeastPrivilege = Effect.fn("Database.checkLeastPrivilege")(function* (allowPrivileged: boolean) {
+  const { role, reasons } = yield* runtimeRolePrivileges
+  if (reasons.length === 0) return
+  const error = new RuntimeRoleTooPowerful({ role, reasons })
+  if (!allowPrivileged) return yield* error
+  yield* Effect.logWarning(
+    `DEVELOPMENT OVERRIDE (ORCH_DB_ALLOW_PRIVILEGED_ROLE=true): running although ${error.message}. Never in production.`
+  )
+})
+
+const announceEmbedded = Effect.logWarning(
+  [
+    "EMBEDDED MODE: no database configured (ORCH_DB_HOST is unset).",
+    "State lives in an in-process PostgreSQL (PGlite) and is lost when the process stops. For real use, set",
+    "ORCH_DB_HOST, ORCH_DB_PORT, ORCH_DB_NAME, ORCH_DB_USER (and ORCH_DB_MIGRATION_USER) with the password files",
+    "db_password (and db_migration_password) in ORCH_SECRETS_DIR, and ORCH_AMQP_URL with amqp_password; see README.md."
+  ].join("\n")
+)
+
+/** Applies pending migrations when the configuration gives migration credentials, and says what it did. */
+const migrateAtStartup = Effect.fnUntraced(function* (db: DatabaseConfig) {
+  if (Option.isNone(db.migration)) return
+  const applied = yield* migrate(db)
+  yield* Effect.logInfo(
+    applied.length === 0
+      ? "schema is up to date"
+      : `applied migrations: ${applied.map(([id, name]) => `${id}_${name}`).join(", ")}`
+  )
+})
+
+/**
+ * Before serving: the schema is current, and the runtime role can do no more than DML (TR-DB-6). The first queries
+ * as the runtime role: a refused login names the secret file of its password. The embedded database has a single
+ * all-powerful user and is exempt from the privilege check.
+ */
+const startupChecks = (database: Database, allowPrivilegedDbRole: boolean) =>
+  Database.$match(database, {
+    External: ({ config }) =>
+      checkSchemaCurrent.pipe(
+        nameSecretFileOnAuthFailure(config.user, "db_password"),
+        Effect.andThen(checkLeastPrivilege(allowPrivilegedDbRole))
+      ),
+    Embedded: () => checkSchemaCurrent.pipe(Effect.asVoid)
+  })
+
+/**
+ * The service's runtime pool: on the configured database, or, in embedded mode, on an in-process one started for
+ * the layer's lifetime; migrated when migration credentials are given (always, embedded), and checked.
+ */
+export const layer = Layer.unwrap(
   Effect.gen(function* () {
-    const { role, reasons } = yield* runtimeRolePrivileges
-    if (reasons.length === 0) return
-    const error = new RuntimeRoleTooPowerful({ role, reasons })
-    if (!allowPrivileged) return yield* error
-    yield* Effect.logWarning(
-      `DEVELOPMENT OVERRIDE (ORCH_DB_ALLOW_PRIVILEGED_ROLE=true): running although ${error.message}. Never in production.`
+    const config = yield* AppConfig
+    const { db, maxConnections } = yield* Database.$match(config.database, {
+      External: ({ config }) => Effect.succeed({ db: config, maxConnections: 10 }),
+      // PGlite has a single backend: one connection, or transactions of different fibers would interleave.
+      Embedded: () => Effect.map(Effect.andThen(announceEmbedded, Embedded.start), (db) => ({ db, maxConnections: 1 }))
+    })
+    yield* migrateAtStartup(db)
+    return runtimeClient(db, maxConnections).pipe(
+      Layer.tap((context) =>
+        Effect.provideContext(startupChecks(config.database, config.allowPrivilegedDbRole), context)
+      )
     )
   })
+)

@@ -12,6 +12,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Context, type Duration, Effect, Layer, Queue, Schedule } from "effect"
+import { AppConfig, Database } from "../Config.ts"
 
 export const channel = "orchestrator_outbox"
 
@@ -63,6 +64,14 @@ export const layerPg = Layer.effect(
     )
     return fromSignals(queue)
   })
+)
+
+/**
+ * The service's: listening on PostgreSQL, except on the embedded database, whose single connection a listener would
+ * hold, and which no other process writes.
+ */
+export const layer = Layer.unwrap(
+  Effect.map(AppConfig, (config) => (Database.$is("External")(config.database) ? layerPg : layerLocal))
 )
 
 /**

@@ -5,10 +5,13 @@
 import { PgClient } from "@effect/sql-pg"
 import { Array as Arr, Data, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
 import { SecureRandom } from "effect/crypto"
+import { AppConfig, type DatabaseConfig } from "../Config.ts"
 import { IdempotencyConflict, SagaNotFound, VersionConflict } from "../domain/errors.ts"
 import { type OutboxMessage, type SagaContext, SagaId, type SagaInstance, type Timer } from "../domain/Saga.ts"
 import * as Random from "../random.ts"
-import { announce, OutboxNotifications } from "./OutboxNotifications.ts"
+import * as Database from "./Database.ts"
+import { announce, OutboxNotifications, layer as outboxNotifications } from "./OutboxNotifications.ts"
+import { health } from "./PgSagaStore/health.ts"
 import * as Reports from "./PgSagaStore/reports.ts"
 import * as Retention from "./PgSagaStore/retention.ts"
 import {
@@ -421,6 +424,7 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
     purge: retention.purge,
     summary: reports.summary,
     countActive: reports.countActive,
+    health: health(sql),
     publishOutbox
   })
 })
@@ -428,3 +432,17 @@ export const make = Effect.fnUntraced(function* (settings: Partial<StoreSettings
 /** The store on the `PgClient` in context. */
 export const layerNoDeps = (settings: Partial<StoreSettings> = {}) =>
   Layer.effect(SagaStore, make(settings)).pipe(Layer.provide(Random.layer))
+
+/** The store with a pool of its own on the given database, also provided (tests, tools, the operator CLI). */
+export const layerDatabase = (
+  db: DatabaseConfig,
+  options: Partial<StoreSettings> & { readonly maxConnections?: number | undefined } = {}
+) => layerNoDeps(options).pipe(Layer.provideMerge(Database.runtimeClient(db, options.maxConnections ?? 10)))
+
+/**
+ * The service's store: on the configured database or the embedded one, migrated and checked (Database.layer), with
+ * outbox notifications for the relay; the pool is provided too (metrics read its connections).
+ */
+export const layer = Layer.unwrap(
+  Effect.map(AppConfig, (config) => layerNoDeps({ maxContextBytes: config.maxContextBytes }))
+).pipe(Layer.provideMerge(outboxNotifications), Layer.provideMerge(Database.layer))

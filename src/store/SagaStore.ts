@@ -111,6 +111,20 @@ export interface ActiveSagas {
   readonly stuck: number
 }
 
+/** One readiness check: passed, or failed and why. */
+export interface HealthCheck {
+  readonly ok: boolean
+  readonly detail?: string
+}
+
+/** Whether the store can do its work now, for readiness probes. */
+export interface StoreHealth {
+  /** The database answers. */
+  readonly database: HealthCheck
+  /** Its schema is the one this version needs. */
+  readonly schema: HealthCheck
+}
+
 export type StoreError = StoreUnavailable
 export type TransactError = SagaNotFound | VersionConflict | ContextTooLarge | InvalidSagaData | StoreUnavailable
 
@@ -182,6 +196,8 @@ export class SagaStore extends Context.Service<
     }) => Effect.Effect<PurgeResult, StoreError>
     /** Sagas by status and the outbox backlog, for health reports and metrics. */
     readonly summary: Effect.Effect<StoreSummary, StoreError>
+    /** Whether the database answers and its schema is current; failures are values, never errors. */
+    readonly health: Effect.Effect<StoreHealth>
     /** Active sagas counted by type, status and state, with how many of them are stuck, for metrics. */
     readonly countActive: (stuckAfter: Duration.Duration) => Effect.Effect<ReadonlyArray<ActiveSagas>, StoreError>
     /**

@@ -5,10 +5,11 @@
  */
 import { assert, layer } from "@effect/vitest"
 import type * as Amqp from "amqplib"
-import { Deferred, type Duration, Effect, Fiber, Logger, Redacted, Schedule } from "effect"
+import { Deferred, Effect, Fiber, Layer, Logger, Redacted } from "effect"
 import * as AmqpBroker from "../../src/broker/AmqpBroker.ts"
-import { BrokerUnavailable, type Delivery, Disposition, type OutgoingMessage } from "../../src/broker/Broker.ts"
+import { Broker, BrokerUnavailable, type Delivery, Disposition } from "../../src/broker/Broker.ts"
 import { deadLetterReasonHeader, Exchanges, Queues } from "../../src/domain/Messages.ts"
+import { eventually } from "../utils/eventually.ts"
 import * as PrivateRabbitLayer from "../utils/PrivateRabbit.ts"
 import { PrivateRabbit } from "../utils/PrivateRabbit.ts"
 import {
@@ -21,26 +22,7 @@ import {
   rabbitmqctl,
   TestVhost
 } from "../utils/rabbit.ts"
-
-const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-const message = (exchange: string, routingKey: string, body: string, id = `m-${routingKey}-${body}`) =>
-  ({
-    exchange,
-    routingKey,
-    messageId: id,
-    correlationId: "c-1",
-    headers: { traceparent, "x-saga-id": "s-1" },
-    body
-  }) satisfies OutgoingMessage
-
-/** Polls `check` until it holds, failing the test when it still does not after `within`. */
-const eventually = (what: string, check: Effect.Effect<boolean>, within: Duration.Input = "15 seconds") =>
-  check.pipe(
-    Effect.repeat({ until: (ok) => ok, schedule: Schedule.spaced("20 millis") }),
-    Effect.timeoutOrElse({ duration: within, orElse: () => Effect.die(new Error(`timed out waiting until ${what}`)) }),
-    Effect.asVoid
-  )
+import { BrokerFixture, brokerContract, message } from "./contract.ts"
 
 /** Runs `f` on a channel of an admin connection to the vhost. */
 const admin = <A>(vhost: string, f: (channel: Amqp.Channel) => Promise<A>, server = rabbit) =>
@@ -89,8 +71,6 @@ const drain = (vhost: string, queue: string) =>
     return messages
   })
 
-const bodies = (deliveries: ReadonlyArray<{ readonly body: string }>) => deliveries.map((d) => d.body)
-
 /** Log messages written while `effect` runs, as text. */
 const captureLogs = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function* () {
@@ -101,6 +81,39 @@ const captureLogs = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     const result = yield* effect.pipe(Effect.provideService(Logger.CurrentLoggers, new Set([capture])))
     return [result, lines] as const
   })
+
+/** The contract's fixture on a vhost: queues, reads and raw publishes over an admin connection. */
+const fixture = Layer.effect(
+  BrokerFixture,
+  Effect.map(TestVhost, (vhost) =>
+    BrokerFixture.of({
+      bindQueue: (queue, exchange, pattern) => boundQueue(vhost.name, queue, exchange, pattern),
+      inQueue: (queue) =>
+        Effect.map(drain(vhost.name, queue), (messages) =>
+          messages.map((m) => ({
+            exchange: m.fields.exchange,
+            routingKey: m.fields.routingKey,
+            messageId: m.properties.messageId,
+            correlationId: m.properties.correlationId,
+            headers: Object.fromEntries(Object.entries(m.properties.headers ?? {}).map(([k, v]) => [k, String(v)])),
+            body: m.content.toString("utf8")
+          }))
+        ),
+      counts: (queue) => counts(vhost.name, queue),
+      inject: (exchange, routingKey, body, headers) =>
+        admin(vhost.name, async (channel) => {
+          channel.publish(exchange, routingKey, Buffer.from(body, "utf8"), { headers })
+        })
+    })
+  )
+)
+
+const broker = Layer.effect(
+  Broker,
+  Effect.flatMap(TestVhost, (vhost) => AmqpBroker.make(vhost.options()))
+)
+
+brokerContract("Broker contract: RabbitMQ", Layer.mergeAll(broker, fixture).pipe(Layer.provideMerge(layerVhost())))
 
 layer(layerVhost(), { excludeTestServices: true, timeout: "60 seconds" })("AmqpBroker on RabbitMQ", (it) => {
   it.effect("declares the topology of DESIGN §5 idempotently, with several instances starting at once", () =>
@@ -137,7 +150,7 @@ layer(layerVhost(), { excludeTestServices: true, timeout: "60 seconds" })("AmqpB
     })
   )
 
-  it.effect("publishes persistent JSON with ids and headers, and a consumer receives it as sent", () =>
+  it.effect("publishes persistent JSON with its ids and headers as AMQP properties", () =>
     Effect.gen(function* () {
       const vhost = yield* TestVhost
       const broker = yield* AmqpBroker.make(vhost.options())
@@ -152,119 +165,7 @@ layer(layerVhost(), { excludeTestServices: true, timeout: "60 seconds" })("AmqpB
       assert.strictEqual(raw?.properties.messageId, sent.messageId)
       assert.strictEqual(raw?.properties.correlationId, "c-1")
       assert.deepStrictEqual(raw?.properties.headers, sent.headers)
-
-      yield* broker.publish([sent, message(Exchanges.tasks, "solver.balance", "{}")])
-      const received = yield* Deferred.make<Delivery>()
-      const consumer = yield* Effect.forkChild(
-        broker.consume(queue, (delivery) => Deferred.succeed(received, delivery).pipe(Effect.as(Disposition.ack)))
-      )
-      assert.deepStrictEqual(yield* Deferred.await(received), { ...sent, redelivered: false })
-      yield* Fiber.interrupt(consumer)
     })
-  )
-
-  it.effect("holds at most `prefetch` unacknowledged deliveries, handled concurrently", () =>
-    Effect.gen(function* () {
-      const vhost = yield* TestVhost
-      const broker = yield* AmqpBroker.make(vhost.options())
-      const queue = yield* boundQueue(vhost.name, "test.prefetch", Exchanges.tasks, "prefetch.#")
-      const all = Array.from({ length: 10 }, (_, i) => `${i}`)
-      yield* broker.publish(all.map((body) => message(Exchanges.tasks, "prefetch.k", body)))
-      const gate = yield* Deferred.make<void>()
-      const started: Array<string> = []
-      let inFlight = 0
-      let maxInFlight = 0
-      let done = 0
-      const consumer = yield* Effect.forkChild(
-        broker.consume(
-          queue,
-          (delivery) =>
-            Effect.gen(function* () {
-              started.push(delivery.body)
-              inFlight++
-              maxInFlight = Math.max(maxInFlight, inFlight)
-              yield* Deferred.await(gate)
-              inFlight--
-              done++
-              return Disposition.ack
-            }),
-          { prefetch: 3 }
-        )
-      )
-      yield* eventually(
-        "three handlers run at once",
-        Effect.sync(() => inFlight === 3)
-      )
-      // RabbitMQ holds back the rest: three delivered and unacknowledged, seven ready.
-      assert.deepStrictEqual(yield* counts(vhost.name, queue), { ready: 7, unacked: 3 })
-      assert.deepStrictEqual(started, ["0", "1", "2"])
-      yield* Deferred.succeed(gate, undefined)
-      yield* eventually(
-        "every message handled",
-        Effect.sync(() => done === 10)
-      )
-      yield* eventually(
-        "every message acknowledged",
-        Effect.map(counts(vhost.name, queue), (c) => c.ready === 0 && c.unacked === 0)
-      )
-      assert.deepStrictEqual(started, all)
-      assert.strictEqual(maxInFlight, 3)
-      yield* Fiber.interrupt(consumer)
-    })
-  )
-
-  it.effect(
-    "settles per disposition: ack removes, requeue redelivers, dead-letter moves to the DLQ with the reason",
-    () =>
-      Effect.gen(function* () {
-        const vhost = yield* TestVhost
-        const broker = yield* AmqpBroker.make(vhost.options())
-        const queue = yield* boundQueue(vhost.name, "test.dispositions", Exchanges.tasks, "dispositions.#")
-        const seen: Array<[string, boolean]> = []
-        yield* broker.publish(
-          ["requeue-once", "poison", "fine"].map((body) => message(Exchanges.tasks, "dispositions.mesh", body))
-        )
-        const consumer = yield* Effect.forkChild(
-          broker.consume(
-            queue,
-            (delivery) =>
-              Effect.sync(() => {
-                seen.push([delivery.body, delivery.redelivered])
-                if (delivery.body === "requeue-once" && !delivery.redelivered) return Disposition.requeue
-                if (delivery.body === "poison") return Disposition.deadLetter("malformed task: expected object")
-                return Disposition.ack
-              }),
-            { prefetch: 1 }
-          )
-        )
-        yield* eventually(
-          "four deliveries",
-          Effect.sync(() => seen.length === 4)
-        )
-        assert.deepStrictEqual(seen, [
-          ["requeue-once", false],
-          ["requeue-once", true],
-          ["poison", false],
-          ["fine", false]
-        ])
-        yield* eventually(
-          "all settled",
-          Effect.map(counts(vhost.name, queue), (c) => c.ready === 0 && c.unacked === 0)
-        )
-        const dead = yield* drain(vhost.name, Queues.deadLetters)
-        assert.strictEqual(dead.length, 1)
-        const [copy] = dead
-        assert.strictEqual(copy?.content.toString("utf8"), "poison")
-        assert.strictEqual(copy?.fields.exchange, Exchanges.deadLetter)
-        assert.strictEqual(copy?.fields.routingKey, "dispositions.mesh")
-        assert.strictEqual(copy?.properties.messageId, "m-dispositions.mesh-poison")
-        assert.strictEqual(copy?.properties.correlationId, "c-1")
-        assert.strictEqual(copy?.properties.contentType, "application/json")
-        assert.strictEqual(copy?.properties.deliveryMode, 2)
-        assert.strictEqual(copy?.properties.headers?.[deadLetterReasonHeader], "malformed task: expected object")
-        assert.strictEqual(copy?.properties.headers?.traceparent, traceparent)
-        yield* Fiber.interrupt(consumer)
-      })
   )
 
   it.effect("delivers a malformed message as it is, headers as text, and dead-letters it byte for byte", () =>
@@ -307,24 +208,6 @@ layer(layerVhost(), { excludeTestServices: true, timeout: "60 seconds" })("AmqpB
       })
       assert.strictEqual(copy?.properties.messageId, undefined)
       yield* Fiber.interrupt(consumer)
-    })
-  )
-
-  it.effect("fails a publish to a missing exchange with BrokerUnavailable and keeps working afterwards", () =>
-    Effect.gen(function* () {
-      const vhost = yield* TestVhost
-      const broker = yield* AmqpBroker.make(vhost.options())
-      const queue = yield* boundQueue(vhost.name, "test.after-error", Exchanges.tasks, "after.#")
-      const error = yield* Effect.flip(
-        broker.publish([message(Exchanges.tasks, "after.first", "ok"), message("nowhere", "x", "bad")])
-      )
-      assert.instanceOf(error, BrokerUnavailable)
-      assert.include(error.reason, "NOT_FOUND - no exchange 'nowhere'")
-      yield* broker.publish([message(Exchanges.tasks, "after.second", "later")])
-      yield* broker.publish([message(Exchanges.tasks, "after.third", "and later")])
-      // A retried batch may repeat messages (at least once); the later publishes all arrive.
-      const arrived = bodies((yield* drain(vhost.name, queue)).map((m) => ({ body: m.content.toString("utf8") })))
-      assert.includeMembers(arrived, ["later", "and later"])
     })
   )
 
@@ -393,95 +276,6 @@ layer(layerVhost(), { excludeTestServices: true, timeout: "60 seconds" })("AmqpB
         "no copy reached the DLQ"
       )
       yield* Fiber.interrupt(consumer)
-    })
-  )
-
-  it.effect(
-    "leaves in-flight deliveries unacknowledged when the consumer is interrupted; RabbitMQ redelivers them",
-    () =>
-      Effect.gen(function* () {
-        const vhost = yield* TestVhost
-        const broker = yield* AmqpBroker.make(vhost.options())
-        const queue = yield* boundQueue(vhost.name, "test.interrupt", Exchanges.tasks, "interrupt.#")
-        yield* broker.publish(["a", "b", "c"].map((body) => message(Exchanges.tasks, "interrupt.k", body)))
-        let running = 0
-        const slow = yield* Effect.forkChild(
-          broker.consume(
-            queue,
-            () =>
-              Effect.sync(() => running++).pipe(
-                Effect.andThen(Effect.never),
-                Effect.ensuring(Effect.sync(() => running--))
-              ),
-            { prefetch: 2 }
-          )
-        )
-        yield* eventually(
-          "two in flight",
-          Effect.sync(() => running === 2)
-        )
-        yield* Fiber.interrupt(slow)
-        assert.strictEqual(running, 0)
-        yield* eventually(
-          "all back in the queue",
-          Effect.map(counts(vhost.name, queue), (c) => c.ready === 3 && c.unacked === 0)
-        )
-        const again: Array<[string, boolean]> = []
-        const next = yield* Effect.forkChild(
-          broker.consume(queue, (delivery) =>
-            Effect.sync(() => {
-              again.push([delivery.body, delivery.redelivered])
-              return Disposition.ack
-            })
-          )
-        )
-        yield* eventually(
-          "all delivered again",
-          Effect.sync(() => again.length === 3)
-        )
-        assert.deepStrictEqual(
-          [...again].sort(([x], [y]) => x.localeCompare(y)),
-          [
-            ["a", true],
-            ["b", true],
-            ["c", false]
-          ]
-        )
-        yield* Fiber.interrupt(next)
-      })
-  )
-
-  it.effect("requeues a message whose handler dies", () =>
-    Effect.gen(function* () {
-      const vhost = yield* TestVhost
-      const broker = yield* AmqpBroker.make(vhost.options())
-      const queue = yield* boundQueue(vhost.name, "test.dies", Exchanges.tasks, "dies.#")
-      yield* broker.publish([message(Exchanges.tasks, "dies.k", "x")])
-      const seen: Array<boolean> = []
-      const consumer = yield* Effect.forkChild(
-        broker.consume(queue, (delivery) =>
-          Effect.suspend(() => {
-            seen.push(delivery.redelivered)
-            return delivery.redelivered ? Effect.succeed(Disposition.ack) : Effect.die("handler bug")
-          })
-        )
-      )
-      yield* eventually(
-        "delivered twice",
-        Effect.sync(() => seen.length === 2)
-      )
-      assert.deepStrictEqual(seen, [false, true])
-      yield* Fiber.interrupt(consumer)
-    })
-  )
-
-  it.effect("fails to consume a missing queue with BrokerUnavailable", () =>
-    Effect.gen(function* () {
-      const vhost = yield* TestVhost
-      const broker = yield* AmqpBroker.make(vhost.options())
-      const error = yield* Effect.flip(broker.consume("missing", () => Effect.succeed(Disposition.ack)))
-      assert.instanceOf(error, BrokerUnavailable)
-      assert.include(error.reason, "NOT_FOUND - no queue 'missing'")
     })
   )
 
@@ -591,7 +385,7 @@ layer(PrivateRabbitLayer.layer, { excludeTestServices: true, timeout: "120 secon
           yield* eventually(
             "publishing works again",
             Effect.map(Effect.exit(broker.publish([reply("after")])), (exit) => exit._tag === "Success"),
-            "30 seconds"
+            { within: "30 seconds" }
           )
           yield* eventually(
             "the consumer resumed: 'after' delivered and 'held' delivered again",
@@ -600,7 +394,7 @@ layer(PrivateRabbitLayer.layer, { excludeTestServices: true, timeout: "120 secon
                 seen.some(([body]) => body === "after") &&
                 seen.some(([body, redelivered]) => body === "held" && redelivered)
             ),
-            "30 seconds"
+            { within: "30 seconds" }
           )
           assert.strictEqual(seen.filter(([body]) => body === "before").length, 1, "acknowledged before the outage")
           assert.isFalse(

@@ -1,28 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { Broker, type Delivery, Disposition, type OutgoingMessage } from "../../src/broker/Broker.ts"
+import { Broker, Disposition } from "../../src/broker/Broker.ts"
 import * as MemoryBroker from "../../src/broker/MemoryBroker.ts"
-import { deadLetterReasonHeader, Exchanges, Queues } from "../../src/domain/Messages.ts"
-
-const message = (exchange: string, routingKey: string, body = "{}"): OutgoingMessage => ({
-  exchange,
-  routingKey,
-  messageId: `m-${routingKey}-${body}`,
-  correlationId: "c-1",
-  headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
-  body
-})
-
-/** Lets forked fibers run until `condition` holds; fails the test if it never does. */
-const eventually = (condition: Effect.Effect<boolean>, what: string) =>
-  Effect.gen(function* () {
-    for (let round = 0; round < 500; round++) {
-      if (yield* condition) return
-      yield* Effect.yieldNow
-    }
-    assert.fail(`never happened: ${what}`)
-  })
+import { Exchanges, Queues } from "../../src/domain/Messages.ts"
+import { eventually } from "../utils/eventually.ts"
+import { BrokerFixture, brokerContract, message } from "./contract.ts"
 
 const waiting = (queue: string) => Effect.flatMap(MemoryBroker.MemoryBroker, (memory) => memory.messages(queue))
 
@@ -38,6 +21,29 @@ const testQueue = Effect.gen(function* () {
 
 const publishBodies = (exchange: string, routingKey: string, bodies: ReadonlyArray<string>) =>
   Effect.flatMap(Broker, (broker) => broker.publish(bodies.map((body) => message(exchange, routingKey, body))))
+
+/** The fixture of the contract suite, on the broker's own controls. */
+const memoryFixture = Layer.effect(
+  BrokerFixture,
+  Effect.gen(function* () {
+    const memory = yield* MemoryBroker.MemoryBroker
+    return BrokerFixture.of({
+      bindQueue: (queue, exchange, pattern) =>
+        memory.bind(queue, exchange, pattern).pipe(Effect.orDie, Effect.as(queue)),
+      inQueue: (queue) =>
+        Effect.map(memory.messages(queue), (messages) => messages.map(({ redelivered: _, ...m }) => m)),
+      counts: (queue) =>
+        Effect.all({
+          ready: Effect.map(memory.messages(queue), (messages) => messages.length),
+          unacked: Effect.map(memory.unacknowledged(queue), (messages) => messages.length)
+        }),
+      inject: (exchange, routingKey, body, headers) =>
+        memory.inject(exchange, routingKey, body, { headers }).pipe(Effect.orDie)
+    })
+  })
+).pipe(Layer.provideMerge(MemoryBroker.layerMemory))
+
+brokerContract("Broker contract: in memory", memoryFixture)
 
 describe("MemoryBroker", () => {
   describe("topic matching", () => {
@@ -80,7 +86,7 @@ describe("MemoryBroker", () => {
       // Nothing is bound to the tasks exchange until workers bind their queues.
       assert.deepStrictEqual(bodies(yield* memory.unroutable), ["t1"])
       assert.deepStrictEqual(bodies(yield* memory.published), ["r1", "t1", "d1"])
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("routes a message to every queue whose binding matches, once per queue", () =>
@@ -104,7 +110,7 @@ describe("MemoryBroker", () => {
       assert.deepStrictEqual(bodies(yield* waiting("elsewhere")), [])
       const [first] = yield* waiting("geometry")
       assert.deepStrictEqual(first, { ...message("ex", "geometry.mesh", "1"), redelivered: false })
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("drops an unroutable message but records it", () =>
@@ -115,7 +121,7 @@ describe("MemoryBroker", () => {
       yield* publishBodies("ex", "solver.balance", ["lost"])
       assert.deepStrictEqual(bodies(yield* memory.unroutable), ["lost"])
       assert.deepStrictEqual(yield* waiting("geometry"), [])
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("fails a publish to an unknown exchange and routes nothing of that batch", () =>
@@ -131,7 +137,7 @@ describe("MemoryBroker", () => {
       assert.deepStrictEqual(yield* waiting(Queues.replies), [])
       const bindError = yield* Effect.flip(memory.bind("q", "nowhere", "#"))
       assert.strictEqual(bindError._tag, "BrokerUnavailable")
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("fails every publish during a simulated outage", () =>
@@ -143,65 +149,7 @@ describe("MemoryBroker", () => {
       yield* memory.setAvailable(true)
       yield* publishBodies(Exchanges.replies, "geometry.mesh", ["after"])
       assert.deepStrictEqual(bodies(yield* waiting(Queues.replies)), ["after"])
-    }).pipe(Effect.provide(MemoryBroker.layer))
-  )
-
-  it.effect("fails to consume an unknown queue", () =>
-    Effect.gen(function* () {
-      const broker = yield* Broker
-      const error = yield* Effect.flip(broker.consume("missing", () => Effect.succeed(Disposition.ack)))
-      assert.strictEqual(error._tag, "BrokerUnavailable")
-    }).pipe(Effect.provide(MemoryBroker.layer))
-  )
-
-  it.effect("delivers in FIFO order with at most `prefetch` unacknowledged deliveries", () =>
-    Effect.gen(function* () {
-      const memory = yield* MemoryBroker.MemoryBroker
-      const broker = yield* Broker
-      const queue = yield* testQueue
-      const started: Array<string> = []
-      let inFlight = 0
-      let maxInFlight = 0
-      const consumer = yield* Effect.forkChild(
-        broker.consume(
-          queue,
-          (delivery) =>
-            Effect.gen(function* () {
-              started.push(delivery.body)
-              inFlight++
-              maxInFlight = Math.max(maxInFlight, inFlight)
-              yield* Effect.sleep("1 second")
-              inFlight--
-              return Disposition.ack
-            }),
-          { prefetch: 3 }
-        )
-      )
-      const all = Array.from({ length: 10 }, (_, i) => `${i}`)
-      yield* publishBodies("test", "k", all)
-      yield* eventually(
-        Effect.map(memory.unacknowledged(queue), (u) => u.length === 3),
-        "three deliveries in flight"
-      )
-      assert.deepStrictEqual(bodies(yield* waiting(queue)), all.slice(3))
-      assert.deepStrictEqual(started, ["0", "1", "2"])
-      for (let round = 1; round <= 4; round++) {
-        yield* TestClock.adjust("1 second")
-        yield* eventually(
-          Effect.sync(() => started.length === Math.min(10, 3 * (round + 1))),
-          `round ${round} started`
-        )
-      }
-      yield* TestClock.adjust("1 second")
-      yield* eventually(
-        Effect.map(memory.unacknowledged(queue), (u) => u.length === 0 && inFlight === 0),
-        "all settled"
-      )
-      assert.deepStrictEqual(started, all)
-      assert.strictEqual(maxInFlight, 3)
-      assert.deepStrictEqual(yield* waiting(queue), [])
-      yield* Fiber.interrupt(consumer)
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("shares a queue between competing consumers, each within its own prefetch", () =>
@@ -224,133 +172,20 @@ describe("MemoryBroker", () => {
       const b = yield* Effect.forkChild(consumer("b"))
       yield* publishBodies("test", "k", ["1", "2", "3", "4", "5", "6"])
       yield* eventually(
-        Effect.map(memory.unacknowledged(queue), (u) => u.length === 4),
-        "four in flight"
+        "four in flight",
+        Effect.map(memory.unacknowledged(queue), (u) => u.length === 4)
       )
       assert.strictEqual(byConsumer.a?.length, 2)
       assert.strictEqual(byConsumer.b?.length, 2)
       yield* TestClock.adjust("1 second")
       yield* eventually(
-        Effect.map(memory.unacknowledged(queue), (u) => u.length === 2),
-        "the last two in flight"
+        "the last two in flight",
+        Effect.map(memory.unacknowledged(queue), (u) => u.length === 2)
       )
       assert.deepStrictEqual([...(byConsumer.a ?? []), ...(byConsumer.b ?? [])].sort(), ["1", "2", "3", "4", "5", "6"])
       yield* Fiber.interrupt(a)
       yield* Fiber.interrupt(b)
-    }).pipe(Effect.provide(MemoryBroker.layer))
-  )
-
-  it.effect("settles per disposition: ack removes, requeue redelivers, dead-letter moves to the DLQ", () =>
-    Effect.gen(function* () {
-      const memory = yield* MemoryBroker.MemoryBroker
-      const broker = yield* Broker
-      const queue = yield* testQueue
-      const seen: Array<[string, boolean]> = []
-      const handle = (delivery: Delivery) =>
-        Effect.sync(() => {
-          seen.push([delivery.body, delivery.redelivered])
-          if (delivery.body === "requeue-once" && !delivery.redelivered) return Disposition.requeue
-          if (delivery.body === "poison") return Disposition.deadLetter("malformed task: expected object")
-          return Disposition.ack
-        })
-      yield* publishBodies("test", "geometry.mesh", ["requeue-once", "poison", "fine"])
-      const consumer = yield* Effect.forkChild(broker.consume(queue, handle, { prefetch: 1 }))
-      yield* eventually(
-        Effect.sync(() => seen.length === 4),
-        "four deliveries"
-      )
-      assert.deepStrictEqual(seen, [
-        ["requeue-once", false],
-        ["requeue-once", true],
-        ["poison", false],
-        ["fine", false]
-      ])
-      yield* eventually(
-        Effect.map(memory.unacknowledged(queue), (u) => u.length === 0),
-        "all settled"
-      )
-      assert.deepStrictEqual(yield* waiting(queue), [])
-      const deadLetters = yield* waiting(Queues.deadLetters)
-      assert.strictEqual(deadLetters.length, 1)
-      const [dead] = deadLetters
-      assert.strictEqual(dead?.body, "poison")
-      assert.strictEqual(dead?.exchange, Exchanges.deadLetter)
-      assert.strictEqual(dead?.routingKey, "geometry.mesh")
-      assert.strictEqual(dead?.messageId, "m-geometry.mesh-poison")
-      assert.strictEqual(dead?.headers[deadLetterReasonHeader], "malformed task: expected object")
-      assert.strictEqual(dead?.headers.traceparent, message("test", "k").headers.traceparent)
-      yield* Fiber.interrupt(consumer)
-    }).pipe(Effect.provide(MemoryBroker.layer))
-  )
-
-  it.effect("requeues in-flight deliveries as redelivered when the consumer is interrupted", () =>
-    Effect.gen(function* () {
-      const memory = yield* MemoryBroker.MemoryBroker
-      const broker = yield* Broker
-      const queue = yield* testQueue
-      const acked: Array<string> = []
-      yield* publishBodies("test", "k", ["a", "b", "c"])
-      const slow = yield* Effect.forkChild(
-        broker.consume(queue, () => Effect.sleep("1 minute").pipe(Effect.as(Disposition.ack)), { prefetch: 2 })
-      )
-      yield* eventually(
-        Effect.map(memory.unacknowledged(queue), (u) => u.length === 2),
-        "two in flight"
-      )
-      yield* Fiber.interrupt(slow)
-      assert.deepStrictEqual(yield* memory.unacknowledged(queue), [])
-      const back = yield* waiting(queue)
-      // Back where they were: nothing lost, nothing reordered.
-      assert.deepStrictEqual(
-        back.map((d) => [d.body, d.redelivered]),
-        [
-          ["a", true],
-          ["b", true],
-          ["c", false]
-        ]
-      )
-      const redelivered: Array<boolean> = []
-      const next = yield* Effect.forkChild(
-        broker.consume(queue, (delivery) =>
-          Effect.sync(() => {
-            acked.push(delivery.body)
-            redelivered.push(delivery.redelivered)
-            return Disposition.ack
-          })
-        )
-      )
-      yield* eventually(
-        Effect.sync(() => acked.length === 3),
-        "all delivered again"
-      )
-      assert.deepStrictEqual(acked, ["a", "b", "c"])
-      assert.deepStrictEqual(redelivered, [true, true, false])
-      yield* Fiber.interrupt(next)
-    }).pipe(Effect.provide(MemoryBroker.layer))
-  )
-
-  it.effect("redelivers a message whose handler dies", () =>
-    Effect.gen(function* () {
-      const broker = yield* Broker
-      const queue = yield* testQueue
-      const seen: Array<boolean> = []
-      yield* publishBodies("test", "k", ["x"])
-      const consumer = yield* Effect.forkChild(
-        broker.consume(queue, (delivery) =>
-          Effect.suspend(() => {
-            seen.push(delivery.redelivered)
-            return delivery.redelivered ? Effect.succeed(Disposition.ack) : Effect.die("handler bug")
-          })
-        )
-      )
-      yield* eventually(
-        Effect.sync(() => seen.length === 2),
-        "delivered twice"
-      )
-      assert.deepStrictEqual(seen, [false, true])
-      assert.deepStrictEqual(yield* waiting(queue), [])
-      yield* Fiber.interrupt(consumer)
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 
   it.effect("injects raw messages without ids, as an outside producer may send them", () =>
@@ -369,6 +204,6 @@ describe("MemoryBroker", () => {
       })
       const error = yield* Effect.flip(memory.inject("nowhere", "k", "{}"))
       assert.strictEqual(error._tag, "BrokerUnavailable")
-    }).pipe(Effect.provide(MemoryBroker.layer))
+    }).pipe(Effect.provide(MemoryBroker.layerMemory))
   )
 })

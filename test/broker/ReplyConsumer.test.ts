@@ -17,6 +17,7 @@ import { BalanceCalculation } from "../../src/sagas/BalanceCalculation.ts"
 import * as MemorySagaStore from "../../src/store/MemorySagaStore.ts"
 import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
 import { input, results, succeeded, takeTask } from "../saga/harness.ts"
+import { eventually } from "../utils/eventually.ts"
 
 /** Switches the store's transactions off and on, and counts them. */
 class StoreOutage extends Context.Service<
@@ -48,24 +49,14 @@ const outageStore = Layer.effectContext(
     const outage = StoreOutage.of({ setDown: (value) => Ref.set(down, value), transactCalls: Ref.get(calls) })
     return Context.make(SagaStore, store).pipe(Context.add(StoreOutage, outage))
   })
-).pipe(Layer.provide(MemorySagaStore.layer()))
+).pipe(Layer.provide(MemorySagaStore.layerMemory()))
 
 const runtime = <S>(store: Layer.Layer<SagaStore | S>) =>
   Engine.layer.pipe(
     Layer.provideMerge(SagaRegistry.layer([BalanceCalculation])),
     Layer.provideMerge(store),
-    Layer.provideMerge(MemoryBroker.layer)
+    Layer.provideMerge(MemoryBroker.layerMemory)
   )
-
-/** Lets forked fibers run until `condition` holds; fails the test if it never does. */
-const eventually = (condition: Effect.Effect<boolean, unknown, SagaStore | MemoryBroker.MemoryBroker>, what: string) =>
-  Effect.gen(function* () {
-    for (let round = 0; round < 500; round++) {
-      if (yield* condition) return
-      yield* Effect.yieldNow
-    }
-    assert.fail(`never happened: ${what}`)
-  })
 
 const queue = (name: string) => Effect.flatMap(MemoryBroker.MemoryBroker, (memory) => memory.messages(name))
 const unacknowledged = (name: string) =>
@@ -104,7 +95,7 @@ describe("ReplyConsumer", () => {
       yield* sendReply(JSON.stringify(heartbeat), "beat-1", "gitlab.prepare_branch.heartbeat")
       yield* sendReply(JSON.stringify({ ...heartbeat, taskId: "stale" }), "beat-2", "gitlab.prepare_branch.heartbeat")
       yield* sendReply('{"sagaId": 1}', "beat-3", "gitlab.prepare_branch.heartbeat")
-      yield* eventually(repliesSettled, "every heartbeat is settled")
+      yield* eventually("every heartbeat is settled", repliesSettled)
       const after = yield* get(saga.id)
       assert.strictEqual(after.lockVersion, saga.lockVersion)
       assert.deepInclude(after.progress.heartbeat, { percent: 30, message: "branching" })
@@ -114,7 +105,7 @@ describe("ReplyConsumer", () => {
         ["beat-3"]
       )
       assert.match(dead[0]?.headers[deadLetterReasonHeader] ?? "", /^malformed heartbeat: /)
-    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
   it.effect.each([
@@ -173,8 +164,8 @@ describe("ReplyConsumer", () => {
       const poison = body(task)
       yield* sendReply(poison, "poison-1")
       yield* eventually(
-        Effect.map(deadLetters, (dead) => dead.length === 1),
-        "the reply is dead-lettered"
+        "the reply is dead-lettered",
+        Effect.map(deadLetters, (dead) => dead.length === 1)
       )
       const [dead] = yield* deadLetters
       assert.strictEqual(dead?.messageId, "poison-1")
@@ -191,12 +182,12 @@ describe("ReplyConsumer", () => {
 
       yield* sendReply(prepared(task), "good-1")
       yield* eventually(
-        Effect.map(get(saga.id), (s) => s.currentState === "MESHING_GEOMETRY"),
-        "the valid reply after it is applied"
+        "the valid reply after it is applied",
+        Effect.map(get(saga.id), (s) => s.currentState === "MESHING_GEOMETRY")
       )
-      yield* eventually(repliesSettled, "the valid reply is acknowledged")
+      yield* eventually("the valid reply is acknowledged", repliesSettled)
       assert.strictEqual((yield* deadLetters).length, 1)
-    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
   it.effect("applies a fatal failure with a 5 MB message, shortened and marked, instead of dead-lettering it", () =>
@@ -212,14 +203,14 @@ describe("ReplyConsumer", () => {
       }
       yield* sendReply(JSON.stringify(failure), "fatal-1")
       yield* eventually(
-        Effect.map(get(saga.id), (s) => s.status === "COMPENSATING"),
-        "the saga compensates"
+        "the saga compensates",
+        Effect.map(get(saga.id), (s) => s.status === "COMPENSATING")
       )
       assert.deepStrictEqual(yield* deadLetters, [])
       const [, failed] = yield* store.history(saga.id)
       const message = String((failed?.detail as { message?: unknown } | null)?.message)
       assert.strictEqual(message, `${"e".repeat(2_000)}… [truncated from 5000000 characters]`)
-    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
   it.effect("applies a valid reply and acknowledges it", () =>
@@ -229,10 +220,10 @@ describe("ReplyConsumer", () => {
       yield* consume
       yield* sendReply(prepared(task), "reply-1")
       yield* eventually(
-        Effect.map(get(saga.id), (s) => s.lockVersion === 1),
-        "the reply is applied"
+        "the reply is applied",
+        Effect.map(get(saga.id), (s) => s.lockVersion === 1)
       )
-      yield* eventually(repliesSettled, "the reply is acknowledged")
+      yield* eventually("the reply is acknowledged", repliesSettled)
       const moved = yield* get(saga.id)
       assert.deepInclude(moved, { currentState: "MESHING_GEOMETRY", status: "RUNNING" })
       assert.deepStrictEqual(
@@ -244,7 +235,7 @@ describe("ReplyConsumer", () => {
       )
       assert.strictEqual((yield* takeTask).taskType, "geometry.mesh")
       assert.deepStrictEqual(yield* deadLetters, [])
-    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
   it.effect("dead-letters a reply for a parked saga and leaves the saga as it is", () =>
@@ -266,8 +257,8 @@ describe("ReplyConsumer", () => {
       yield* consume
       yield* sendReply(prepared(task), "parked-1")
       yield* eventually(
-        Effect.map(deadLetters, (dead) => dead.length === 1),
-        "the reply is dead-lettered"
+        "the reply is dead-lettered",
+        Effect.map(deadLetters, (dead) => dead.length === 1)
       )
       const [dead] = yield* deadLetters
       assert.strictEqual(dead?.messageId, "parked-1")
@@ -279,7 +270,7 @@ describe("ReplyConsumer", () => {
       assert.deepStrictEqual(yield* get(saga.id), parked)
       assert.strictEqual((yield* store.history(saga.id)).length, 2)
       assert.deepStrictEqual(yield* store.ignoredEvents(saga.id), [])
-    }).pipe(Effect.provide(runtime(MemorySagaStore.layer())))
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
   it.effect("holds a reply through a store outage, retrying it in place, and applies it once the store is back", () =>
@@ -291,8 +282,8 @@ describe("ReplyConsumer", () => {
       yield* consume
       yield* sendReply(prepared(task), "during-outage")
       yield* eventually(
-        Effect.map(outage.transactCalls, (n) => n === 1),
-        "the consumer tries to apply the reply"
+        "the consumer tries to apply the reply",
+        Effect.map(outage.transactCalls, (n) => n === 1)
       )
       // Held: not acknowledged, not dead-lettered, and never handed back to the queue (its delivery count stays).
       for (const [wait, calls] of [
@@ -302,8 +293,8 @@ describe("ReplyConsumer", () => {
       ] as const) {
         yield* TestClock.adjust(wait)
         yield* eventually(
-          Effect.map(outage.transactCalls, (n) => n === calls),
-          `attempt ${calls}, after ${wait} more`
+          `attempt ${calls}, after ${wait} more`,
+          Effect.map(outage.transactCalls, (n) => n === calls)
         )
         const held = yield* unacknowledged(Queues.replies)
         assert.deepStrictEqual(
@@ -317,7 +308,7 @@ describe("ReplyConsumer", () => {
 
       yield* outage.setDown(false)
       yield* TestClock.adjust("1600 millis")
-      yield* eventually(repliesSettled, "the reply is acknowledged once applied")
+      yield* eventually("the reply is acknowledged once applied", repliesSettled)
       assert.deepInclude(yield* get(saga.id), { currentState: "MESHING_GEOMETRY", lockVersion: 1 })
       assert.strictEqual(yield* outage.transactCalls, 5)
       assert.deepStrictEqual(yield* deadLetters, [])

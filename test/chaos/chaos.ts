@@ -18,7 +18,6 @@
  */
 import { randomBytes } from "node:crypto"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
@@ -27,6 +26,7 @@ import { Clock, Duration, Effect, Exit, Fiber, Layer, References } from "effect"
 import * as Engine from "../../src/saga/Engine.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { definitions } from "../../src/sagas/index.ts"
+import { freePort } from "../utils/freePort.ts"
 import * as PrivateClusterLayer from "../utils/PrivateCluster.ts"
 import { PrivateCluster, type ShutdownMode } from "../utils/PrivateCluster.ts"
 import * as PrivateRabbitLayer from "../utils/PrivateRabbit.ts"
@@ -98,16 +98,6 @@ const makeLog =
         )
       )
     )
-
-const freePort = Effect.callback<number>((resume) => {
-  const probe = net.createServer()
-  probe.once("error", (error) => resume(Effect.die(error)))
-  probe.listen(0, "127.0.0.1", () => {
-    const address = probe.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    probe.close(() => resume(port === 0 ? Effect.die(new Error("no free port")) : Effect.succeed(port)))
-  })
-})
 
 /** The run's files: secrets, the worker's effects, process logs. All but the secrets are kept when the run fails. */
 const runDirectory = (amqpPassword: string, keep: boolean) =>

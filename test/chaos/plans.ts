@@ -5,6 +5,7 @@
  * killed process, a broker or database restart may delay a saga but must never change what it did.
  */
 import { BalanceCalculation } from "../../src/sagas/BalanceCalculation.ts"
+import { type Ending, endings } from "../utils/histories.ts"
 
 export const plans = ["ok", "retry-mesh", "fatal-solver", "duplicate", "late"] as const
 export type Plan = (typeof plans)[number]
@@ -22,56 +23,21 @@ export const planOfRepo = (repo: unknown): Plan | undefined => {
   return plans.find((plan) => plan === name)
 }
 
-type Step = readonly [toState: string, event: string]
-
-export interface Expectation {
-  readonly status: "COMPLETED" | "FAILED"
-  /** The whole history, `[toState, event]` per lock version. */
-  readonly history: ReadonlyArray<Step>
-  /** The tasks the worker applies for the saga, in order, as `taskType#attempt`. */
-  readonly tasks: ReadonlyArray<string>
+export interface Expectation extends Ending {
   /** Replies the worker sends on top of one per task (duplicates, late copies): the saga ignores them. */
   readonly extraReplies: number
 }
 
-const forward: ReadonlyArray<Step> = [
-  ["PREPARING_BRANCH", "SagaStarted"],
-  ["MESHING_GEOMETRY", "StepSucceeded"],
-  ["AWAITING_CONDENSER_INPUT", "StepSucceeded"],
-  ["RUNNING_SOLVER", "SignalReceived"],
-  ["PUBLISHING_RESULTS", "StepSucceeded"],
-  ["COMPLETED", "SagaCompleted"]
-]
-const forwardTasks = ["gitlab.prepare_branch#1", "geometry.mesh#1", "solver.balance#1", "gitlab.publish_results#1"]
+const replies = endings.completed.tasks.length
 
 export const expectations: Readonly<Record<Plan, Expectation>> = {
-  ok: { status: "COMPLETED", history: forward, tasks: forwardTasks, extraReplies: 0 },
-  "retry-mesh": {
-    status: "COMPLETED",
-    history: [
-      ...forward.slice(0, 2),
-      ["MESHING_GEOMETRY", "StepRetryScheduled"],
-      ["MESHING_GEOMETRY", "StepRetried"],
-      ...forward.slice(2)
-    ],
-    tasks: ["gitlab.prepare_branch#1", "geometry.mesh#1", "geometry.mesh#2", ...forwardTasks.slice(2)],
-    extraReplies: 0
-  },
-  "fatal-solver": {
-    status: "FAILED",
-    history: [
-      ...forward.slice(0, 4),
-      ["DISCARDING_SOLVER_RUN", "StepFailed"],
-      ["DELETING_BRANCH", "CompensationSucceeded"],
-      ["FAILED", "SagaFailed"]
-    ],
-    tasks: [...forwardTasks.slice(0, 3), "solver.discard_run#1", "gitlab.delete_branch#1"],
-    extraReplies: 0
-  },
+  ok: { ...endings.completed, extraReplies: 0 },
+  "retry-mesh": { ...endings.meshRetried, extraReplies: 0 },
+  "fatal-solver": { ...endings.solverFatal, extraReplies: 0 },
   // Every reply twice with the same message id and once more as a new message.
-  duplicate: { status: "COMPLETED", history: forward, tasks: forwardTasks, extraReplies: 2 * forwardTasks.length },
+  duplicate: { ...endings.completed, extraReplies: 2 * replies },
   // Every reply once more, 2 s later (best effort: the worker drops a late copy it cannot publish).
-  late: { status: "COMPLETED", history: forward, tasks: forwardTasks, extraReplies: forwardTasks.length }
+  late: { ...endings.completed, extraReplies: replies }
 }
 
 /** The task type of a compensation, by its name in the definition (`deleteBranch` → `gitlab.delete_branch`). */

@@ -178,47 +178,51 @@ layer(world, { excludeTestServices: true, timeout: "90 seconds" })("orchestrator
   )
 })
 
-layer(H.layer, { excludeTestServices: true, timeout: "90 seconds" })("orchestrator sagas … --json", (it) => {
-  it.effect("prints what the HTTP API answers for the same sagas: one, a page, the stuck ones, a signalled one", () =>
-    Effect.gen(function* () {
-      const api = (path: string) =>
-        H.call("GET", path).pipe(
-          Effect.map((reply) => {
-            assert.strictEqual(reply.status, 200, reply.text)
-            return JSON.parse(reply.text)
-          })
+// The CLI reads the database: the API serves the same one here.
+layer(H.layerOn(layerStore()), { excludeTestServices: true, timeout: "90 seconds" })(
+  "orchestrator sagas … --json",
+  (it) => {
+    it.effect("prints what the HTTP API answers for the same sagas: one, a page, the stuck ones, a signalled one", () =>
+      Effect.gen(function* () {
+        const api = (path: string) =>
+          H.call("GET", path).pipe(
+            Effect.map((reply) => {
+              assert.strictEqual(reply.status, 200, reply.text)
+              return JSON.parse(reply.text)
+            })
+          )
+        const json = (...args: ReadonlyArray<string>) =>
+          cli("sagas", ...args, "--json").pipe(
+            Effect.map(({ code, output }) => {
+              assert.strictEqual(code, 0, output)
+              return JSON.parse(output)
+            })
+          )
+        const correlationId = `corr-json-${crypto.randomUUID()}`
+        const started = yield* H.call("POST", "/v1/sagas", {
+          body: { type: "BALANCE_CALCULATION", input: H.input(), correlationId }
+        })
+        const id: SagaId = JSON.parse(started.text).id
+        yield* H.toCondenserInput(id)
+
+        const shown = yield* json("show", id)
+        assert.deepStrictEqual(shown, yield* api(`/v1/sagas/${id}`))
+        assert.deepStrictEqual(
+          shown.history.map((t: { event: string }) => t.event),
+          ["SagaStarted", "StepSucceeded", "StepSucceeded"]
         )
-      const json = (...args: ReadonlyArray<string>) =>
-        cli("sagas", ...args, "--json").pipe(
-          Effect.map(({ code, output }) => {
-            assert.strictEqual(code, 0, output)
-            return JSON.parse(output)
-          })
-        )
-      const correlationId = `corr-json-${crypto.randomUUID()}`
-      const started = yield* H.call("POST", "/v1/sagas", {
-        body: { type: "BALANCE_CALCULATION", input: H.input(), correlationId }
+        const page = yield* json("list", "--correlation-id", correlationId)
+        assert.deepStrictEqual(page, yield* api(`/v1/sagas?correlationId=${correlationId}`))
+        assert.strictEqual(page.items.length, 1)
+        const stuck = yield* json("stuck", "--older-than", "PT0S")
+        assert.deepStrictEqual(stuck, yield* api("/v1/sagas/stuck?olderThan=PT0S"))
+        assert.deepInclude(stuck.items[0].waitingFor, { kind: "signal", name: "condenser_input" })
+
+        const signalled = yield* json("signal", id, "condenser_input", "--data", '{"condenserDataRef":"c/8.json"}')
+        assert.strictEqual(signalled.currentState, "RUNNING_SOLVER")
+        const { history: _, ...afterSignal } = yield* api(`/v1/sagas/${id}`)
+        assert.deepStrictEqual(signalled, afterSignal)
       })
-      const id: SagaId = JSON.parse(started.text).id
-      yield* H.toCondenserInput(id)
-
-      const shown = yield* json("show", id)
-      assert.deepStrictEqual(shown, yield* api(`/v1/sagas/${id}`))
-      assert.deepStrictEqual(
-        shown.history.map((t: { event: string }) => t.event),
-        ["SagaStarted", "StepSucceeded", "StepSucceeded"]
-      )
-      const page = yield* json("list", "--correlation-id", correlationId)
-      assert.deepStrictEqual(page, yield* api(`/v1/sagas?correlationId=${correlationId}`))
-      assert.strictEqual(page.items.length, 1)
-      const stuck = yield* json("stuck", "--older-than", "PT0S")
-      assert.deepStrictEqual(stuck, yield* api("/v1/sagas/stuck?olderThan=PT0S"))
-      assert.deepInclude(stuck.items[0].waitingFor, { kind: "signal", name: "condenser_input" })
-
-      const signalled = yield* json("signal", id, "condenser_input", "--data", '{"condenserDataRef":"c/8.json"}')
-      assert.strictEqual(signalled.currentState, "RUNNING_SOLVER")
-      const { history: _, ...afterSignal } = yield* api(`/v1/sagas/${id}`)
-      assert.deepStrictEqual(signalled, afterSignal)
-    })
-  )
-})
+    )
+  }
+)

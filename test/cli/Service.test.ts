@@ -1,6 +1,6 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { freePort } from "../utils/PrivateCluster.ts"
+import { freePort } from "../utils/freePort.ts"
 import { passwords } from "../utils/postgres.ts"
 import { secretsDirectory, start, startScoped } from "../utils/processes.ts"
 import { shippedMigrations, TestDatabase, layer as testDatabase } from "../utils/TestDatabase.ts"

@@ -10,10 +10,11 @@ import { Clock, Context, Effect, Layer } from "effect"
 import type { SagaId } from "../../src/domain/Saga.ts"
 import { Engine } from "../../src/saga/Engine.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
+import { freePort } from "../utils/freePort.ts"
 import type { RunningProcess } from "../utils/processes.ts"
 import { guest, rabbit, TestVhost, layerVhost as testVhost } from "../utils/rabbit.ts"
 import { TestDatabase, layerStore as testStore } from "../utils/TestDatabase.ts"
-import { freePort, serviceEnvironment, startScoped, tail, workDirectory } from "./harness/deployment.ts"
+import { serviceEnvironment, startScoped, tail, workDirectory } from "./harness/deployment.ts"
 import * as Harness from "./harness.ts"
 
 class ExampleDeployment extends Context.Service<

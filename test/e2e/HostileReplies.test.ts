@@ -5,7 +5,7 @@
  * taken for a database outage (and so requeued), and the service must keep working afterwards.
  */
 import { assert, layer } from "@effect/vitest"
-import { Arbitrary, Clock, Effect, Layer, Logger, Schema } from "effect"
+import { Arbitrary, Effect, Layer, Logger, Schema } from "effect"
 import * as AmqpBroker from "../../src/broker/AmqpBroker.ts"
 import * as OutboxRelay from "../../src/broker/OutboxRelay.ts"
 import * as ReplyConsumer from "../../src/broker/ReplyConsumer.ts"
@@ -16,6 +16,7 @@ import * as Engine from "../../src/saga/Engine.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { definitions } from "../../src/sagas/index.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
+import { eventually } from "../utils/eventually.ts"
 import { adminConnection, TestVhost, layerVhost as testVhost } from "../utils/rabbit.ts"
 import { TestDatabase, layerStore as testStore } from "../utils/TestDatabase.ts"
 
@@ -148,17 +149,12 @@ layer(runtime, { excludeTestServices: true, timeout: "90 seconds" })("hostile re
         const deadLettered = (yield* Effect.promise(() => channel.checkQueue(Queues.deadLetters))).messageCount
         return { transitions, ignored, deadLettered, all: transitions + ignored + deadLettered }
       })
-      const begin = yield* Clock.currentTimeMillis
-      let settled = yield* outcomes
-      while (settled.all < bodies.length) {
-        assert.isBelow(
-          (yield* Clock.currentTimeMillis) - begin,
-          30_000,
-          `every reply settled within 30 s: ${JSON.stringify(settled)}`
-        )
-        yield* Effect.sleep("100 millis")
-        settled = yield* outcomes
-      }
+      yield* eventually(
+        "every reply settled",
+        Effect.map(outcomes, (now) => now.all >= bodies.length),
+        { within: "30 seconds", every: "100 millis", explain: Effect.map(outcomes, (now) => JSON.stringify(now)) }
+      )
+      const settled = yield* outcomes
       const { transitions, deadLettered } = settled
       assert.strictEqual(settled.all, bodies.length, "no reply was processed twice")
       assert.strictEqual((yield* Effect.promise(() => channel.checkQueue(Queues.replies))).messageCount, 0)

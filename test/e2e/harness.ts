@@ -5,13 +5,14 @@
  * database, the worker's effects file and the queues say. The worker reads each saga's plan from its repo,
  * `e2e/<plan>/<label>`.
  */
-import { Cause, Clock, Effect, Layer, Ref, Schedule } from "effect"
+import { Cause, Duration, Effect, Layer, Ref, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { isActive, type SagaInstance } from "../../src/domain/Saga.ts"
 import * as Engine from "../../src/saga/Engine.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { definitions } from "../../src/sagas/index.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
+import * as Eventually from "../utils/eventually.ts"
 import { Deployment, tail } from "./harness/deployment.ts"
 import { expected, type Plan, type Started } from "./harness/plans.ts"
 
@@ -110,28 +111,20 @@ const describeSagas = (started: ReadonlyArray<Started>) =>
  * waited for, where the sagas are, and what the service and the worker printed last. A check that fails (the
  * database restarting) counts as not holding yet.
  */
-export const eventually = Effect.fnUntraced(function* <R>(
+export const eventually = <R>(
   what: string,
   check: Effect.Effect<boolean, unknown, R>,
   deadline: number,
   sagas: ReadonlyArray<Started> = []
-) {
-  const begin = yield* Clock.currentTimeMillis
-  const probe = check.pipe(Effect.catch(() => Effect.succeed(false)))
-  while (!(yield* probe)) {
-    if ((yield* Clock.currentTimeMillis) - begin > deadline) {
+) =>
+  Eventually.eventually(what, check.pipe(Effect.orElseSucceed(() => false)), {
+    within: Duration.millis(deadline),
+    every: "50 millis",
+    explain: Effect.gen(function* () {
       const { service, worker } = yield* Deployment
-      return yield* Effect.die(
-        new Error(
-          `timed out after ${deadline} ms waiting until ${what}; sagas: ${yield* describeSagas(sagas)}\n` +
-            `--- service:\n${tail(service)}\n--- worker:\n${tail(worker)}`
-        )
-      )
-    }
-    yield* Effect.sleep("50 millis")
-  }
-  return (yield* Clock.currentTimeMillis) - begin
-})
+      return `sagas: ${yield* describeSagas(sagas)}\n--- service:\n${tail(service)}\n--- worker:\n${tail(worker)}`
+    })
+  })
 
 /** Whether the sagas, as they are now, satisfy `predicate`. */
 export const sagasAre = (started: ReadonlyArray<Started>, predicate: (sagas: ReadonlyArray<SagaInstance>) => boolean) =>

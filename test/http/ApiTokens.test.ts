@@ -2,16 +2,26 @@ import { inspect } from "node:util"
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer, Logger, Option, Redacted } from "effect"
-import { AppConfig, type AppConfigShape, load } from "../../src/Config.ts"
+import { AppConfig, type AppConfigShape, Database, type DatabaseConfig, load } from "../../src/Config.ts"
 import { ApiTokens } from "../../src/http/ApiTokens.ts"
 import { secretsDirectory } from "../utils/processes.ts"
-import { databaseConfig } from "../utils/TestDatabase.ts"
 
 const loadWith = (env: Record<string, string>) =>
   load.pipe(
     Effect.provideService(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env })),
     Effect.provide(NodeServices.layer)
   )
+
+/** A database that is configured; nothing here connects to it. */
+const database: DatabaseConfig = {
+  host: "db.internal",
+  port: 5432,
+  database: "orchestrator",
+  user: "orchestrator_app",
+  password: Redacted.make("x"),
+  ssl: "disable",
+  migration: Option.none()
+}
 
 /** The configuration of an embedded run: nothing configured, no api_tokens file. */
 const embedded = loadWith({ ORCH_SECRETS_DIR: secretsDirectory({}) }).pipe(Effect.orDie)
@@ -53,7 +63,11 @@ describe("API tokens", () => {
 
   it.effect("refuses to start the API with a database configured and no api_tokens file, naming the file", () =>
     Effect.gen(function* () {
-      const config = { ...(yield* embedded), secretsDir: "/etc/orch", database: Option.some(databaseConfig("x")) }
+      const config = {
+        ...(yield* embedded),
+        secretsDir: "/etc/orch",
+        database: Database.External({ config: database })
+      }
       const error = yield* Effect.flip(tokensFor(config))
       assert.include(error.message, "missing secret file /etc/orch/api_tokens")
     })

@@ -4,7 +4,7 @@
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Exit, Option, Schedule } from "effect"
-import { freePort } from "../utils/PrivateCluster.ts"
+import { freePort } from "../utils/freePort.ts"
 import { passwords } from "../utils/postgres.ts"
 import { secretsDirectory, start, startScoped } from "../utils/processes.ts"
 import { TestDatabase, layer as testDatabase } from "../utils/TestDatabase.ts"

@@ -1,9 +1,9 @@
 /**
- * The HTTP server in this process on a free port, over the engine and the PostgreSQL store of a test database, with
- * the in-memory broker and nothing consuming it: sagas move only when a test answers their tasks (through the
- * engine, as the reply consumer would) or calls the API. Requests go over real HTTP (fetch).
+ * The HTTP server in this process on a free port, over the engine, the in-memory store and the in-memory broker with
+ * nothing consuming it: sagas move only when a test answers their tasks (through the engine, as the reply consumer
+ * would) or calls the API. Requests go over real HTTP (fetch). No database: these tests are in the unit project.
  */
-import { Effect, Layer, Logger, Option, Redacted, Schema } from "effect"
+import { Duration, Effect, Layer, Logger, Option, Redacted, Schema } from "effect"
 import { HttpServer, ProblemDetails } from "effect/http"
 import * as MemoryBroker from "../../src/broker/MemoryBroker.ts"
 import { awaitedTaskId } from "../../src/domain/Progress.ts"
@@ -14,8 +14,8 @@ import { readProgress } from "../../src/saga/Engine/moves.ts"
 import { Engine, layer as engineLayer } from "../../src/saga/Engine.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { definitions } from "../../src/sagas/index.ts"
-import { SagaStore } from "../../src/store/SagaStore.ts"
-import { layerStore, TestDatabase } from "../utils/TestDatabase.ts"
+import * as MemorySagaStore from "../../src/store/MemorySagaStore.ts"
+import { type SagaPage, SagaStore } from "../../src/store/SagaStore.ts"
 
 export const token = `test-token-${crypto.randomUUID()}`
 
@@ -26,14 +26,19 @@ const capture = Logger.make(({ message, cause }) => {
   logged.push(`${JSON.stringify(message)} ${String(cause)}`)
 })
 
-export const layer = Server.layerPort(0).pipe(
-  Layer.provide(Layer.succeed(ApiTokens, ApiTokens.make([Redacted.make(token)]))),
-  Layer.provideMerge(engineLayer),
-  Layer.provideMerge(SagaRegistry.layer(definitions)),
-  Layer.provideMerge(MemoryBroker.layer),
-  Layer.provideMerge(layerStore()),
-  Layer.provide(Logger.layer([capture]))
-)
+/** The server over a given store (and whatever else that layer provides, e.g. its test database). */
+export const layerOn = <A, E>(store: Layer.Layer<A | SagaStore, E>) =>
+  Server.layerPort(0).pipe(
+    Layer.provide(Layer.succeed(ApiTokens, ApiTokens.make([Redacted.make(token)]))),
+    Layer.provideMerge(engineLayer),
+    Layer.provideMerge(SagaRegistry.layer(definitions)),
+    Layer.provideMerge(MemoryBroker.layerMemory),
+    Layer.provideMerge(store),
+    Layer.provide(Logger.layer([capture]))
+  )
+
+/** On the in-memory store. */
+export const layer = layerOn(MemorySagaStore.layerMemory())
 
 export interface Reply {
   readonly status: number
@@ -102,22 +107,29 @@ export const toCondenserInput = (sagaId: SagaId) =>
     Effect.andThen(answer(sagaId, { meshRef: "meshes/x.msh" }))
   )
 
+/** Every saga in the store, newest first. */
+const allSagas = Effect.gen(function* () {
+  const store = yield* SagaStore
+  const sagas: Array<SagaPage["items"][number]> = []
+  let cursor: string | undefined
+  do {
+    const page = yield* store.find({ limit: 500, cursor })
+    sagas.push(...page.items)
+    cursor = page.nextCursor ?? undefined
+  } while (cursor !== undefined)
+  return sagas
+})
+
 /**
- * Everything the API could change, in one line: every saga row (version, state, status, context, progress,
- * timestamps) and
- * the row counts of history, outbox, timers, idempotency keys and ignored events.
+ * Everything the API could change, in one line: every saga (version, state, status, context, progress, timestamps) with its
+ * history and ignored events, what each waits for (its timer included), and the outbox backlog.
  */
-export const snapshot = Effect.flatMap(TestDatabase, (db) =>
-  db.superuser(`
-    SELECT concat_ws(' | ',
-      (SELECT md5(coalesce(string_agg(
-          concat_ws(',', id, lock_version, current_state, status, context::text, progress::text, correlation_id,
-            updated_at),
-          ';' ORDER BY id), '')) FROM orchestrator.saga_instances),
-      (SELECT count(*) FROM orchestrator.saga_instances),
-      (SELECT count(*) FROM orchestrator.saga_transitions),
-      (SELECT count(*) FROM orchestrator.saga_outbox),
-      (SELECT count(*) FROM orchestrator.saga_timers),
-      (SELECT count(*) FROM orchestrator.saga_idempotency_keys),
-      (SELECT count(*) FROM orchestrator.saga_ignored_events))`)
-)
+export const snapshot = Effect.gen(function* () {
+  const store = yield* SagaStore
+  const sagas = yield* allSagas
+  const histories = yield* Effect.forEach(sagas, (saga) => store.history(saga.id))
+  const ignored = yield* Effect.forEach(sagas, (saga) => store.ignoredEvents(saga.id))
+  const waiting = yield* store.findStuck(Duration.zero, { limit: 100_000 })
+  const { outboxPending } = yield* store.summary
+  return JSON.stringify({ sagas, histories, ignored, waiting, outboxPending })
+}).pipe(Effect.orDie)

@@ -22,6 +22,7 @@ import * as MemorySagaStore from "../../src/store/MemorySagaStore.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
 import { type Fleet, fleet, scenarios, settled, startAll, supplyCondenserInput } from "../saga/fleet.ts"
 import { completeTask, layer as engineLayer, failed, input, reply, takeTask } from "../saga/harness.ts"
+import { eventually } from "../utils/eventually.ts"
 import { parsePrometheus, sampleValue } from "./prometheus.ts"
 import { layerMetricRegistry } from "./support.ts"
 
@@ -36,7 +37,7 @@ const runtime = (fleet: Fleet) =>
   Layer.mergeAll(
     engineLayer(),
     Workers.layer({ latency: "200 millis", seed: "metrics", script: fleet.script }).pipe(
-      Layer.provideMerge(MemoryBroker.layer)
+      Layer.provideMerge(MemoryBroker.layerMemory)
     )
   ).pipe(Layer.provideMerge(layerMetricRegistry))
 
@@ -137,9 +138,10 @@ describe("Metrics", () => {
       yield* memory.inject(Exchanges.replies, "geometry.mesh", "[]", { messageId: "m-2" })
       const unknown = { sagaId: "0190f5a4-7c1e-7d2a-9b3c-4d5e6f708192", taskId: "t", outcome: "succeeded" }
       yield* memory.inject(Exchanges.replies, "geometry.mesh", JSON.stringify(unknown), { messageId: "m-3" })
-      for (let round = 0; round < 500 && (yield* memory.messages(Queues.deadLetters)).length < 3; round++) {
-        yield* Effect.yieldNow
-      }
+      yield* eventually(
+        "three replies dead-lettered",
+        Effect.map(memory.messages(Queues.deadLetters), (dead) => dead.length >= 3)
+      )
       assert.strictEqual((yield* memory.messages(Queues.deadLetters)).length, 3)
       const families = yield* scrape
       const deadLettered = (reason: string) =>
@@ -198,7 +200,7 @@ describe("Metrics", () => {
 const engineOn = (store: Layer.Layer<SagaStore, never, SagaStore>) =>
   EngineModule.layer.pipe(
     Layer.provideMerge(SagaRegistry.layer([BalanceCalculation])),
-    Layer.provideMerge(store.pipe(Layer.provide(MemorySagaStore.layer()))),
+    Layer.provideMerge(store.pipe(Layer.provide(MemorySagaStore.layerMemory()))),
     Layer.provideMerge(layerMetricRegistry)
   )
 

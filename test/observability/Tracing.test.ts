@@ -14,9 +14,13 @@ import { traceparent } from "../../src/observability/TraceContext.ts"
 import { Engine } from "../../src/saga/Engine.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
 import { layer as engineLayer, input, results, succeeded } from "../saga/harness.ts"
+import { eventually } from "../utils/eventually.ts"
 import { layerRecordingTracer, parentOf, spansNamed } from "./support.ts"
 
-const runtime = engineLayer().pipe(Layer.provideMerge(MemoryBroker.layer), Layer.provideMerge(layerRecordingTracer))
+const runtime = engineLayer().pipe(
+  Layer.provideMerge(MemoryBroker.layerMemory),
+  Layer.provideMerge(layerRecordingTracer)
+)
 
 /** The outbox as it is, without publishing it. */
 const outbox = Effect.flatMap(SagaStore, (store) => {
@@ -41,16 +45,6 @@ const assertSagaAttributes = (span: Tracer.Span, saga: { id: string; sagaType: s
   assert.strictEqual(span.attributes.get("saga.type"), saga.sagaType)
   assert.strictEqual(span.attributes.get("correlation.id"), saga.correlationId)
 }
-
-/** Lets forked fibers run until `condition` (evaluated afresh each round) holds. */
-const eventually = (condition: () => Effect.Effect<boolean, unknown, MemoryBroker.MemoryBroker | SagaStore>) =>
-  Effect.gen(function* () {
-    for (let round = 0; round < 500; round++) {
-      if (yield* condition()) return
-      yield* Effect.yieldNow
-    }
-    assert.fail("never happened")
-  })
 
 describe("Tracing", () => {
   it.effect("a step's span carries the saga's attributes, and its task names that span as traceparent", () =>
@@ -121,8 +115,15 @@ describe("Tracing", () => {
         messageId: "reply-1",
         headers: { traceparent: `00-${worker.traceId}-${worker.spanId}-01` }
       })
-      yield* eventually(() => Effect.map(store.get(saga.id), (s) => s.currentState === "MESHING_GEOMETRY"))
-      yield* eventually(() => Effect.map(memory.unacknowledged(Queues.replies), (pending) => pending.length === 0))
+      yield* eventually(
+        "the reply is applied",
+        // `get` reads the store when called: a fresh call each look.
+        Effect.suspend(() => Effect.map(store.get(saga.id), (s) => s.currentState === "MESHING_GEOMETRY"))
+      )
+      yield* eventually(
+        "the reply is acknowledged",
+        Effect.suspend(() => Effect.map(memory.unacknowledged(Queues.replies), (pending) => pending.length === 0))
+      )
 
       const consumed = only(yield* spansNamed("ReplyConsumer.handle"), "one consumer span")
       assert.strictEqual(consumed.kind, "consumer")
@@ -149,7 +150,10 @@ describe("Tracing", () => {
       yield* Effect.forkScoped(ReplyConsumer.run())
       const body = JSON.stringify(succeeded(task, results["gitlab.prepare_branch"]))
       yield* memory.inject(Exchanges.replies, task.taskType, body, { headers: { traceparent: "00-zz-yy-01" } })
-      yield* eventually(() => Effect.map(store.get(saga.id), (s) => s.lockVersion === 1))
+      yield* eventually(
+        "the reply is applied",
+        Effect.suspend(() => Effect.map(store.get(saga.id), (s) => s.lockVersion === 1))
+      )
       const consumed = only(yield* spansNamed("ReplyConsumer.handle"), "one consumer span")
       assert.isTrue(Option.isNone(consumed.parent))
     }).pipe(Effect.provide(runtime))

@@ -27,10 +27,11 @@ import * as EngineLayer from "../../src/saga/Engine.ts"
 import { Engine } from "../../src/saga/Engine.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { BalanceCalculation } from "../../src/sagas/BalanceCalculation.ts"
-import { checkLeastPrivilege, checkSchemaCurrent, migrate, runtimeClient } from "../../src/store/Database.ts"
+import { checkLeastPrivilege, checkSchemaCurrent, migrate } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
 import { input, reply, results, succeeded, takeTasks } from "../saga/harness.ts"
+import { freePort } from "../utils/freePort.ts"
 import * as PrivateCluster from "../utils/PrivateCluster.ts"
 import { type PgServer, passwords, psql } from "../utils/postgres.ts"
 import { startScoped } from "../utils/processes.ts"
@@ -188,8 +189,7 @@ const ok = (result: ScriptResult, what: string) =>
 const onDatabase = (config: DatabaseConfig) =>
   Layer.fresh(EngineLayer.layer).pipe(
     Layer.provideMerge(SagaRegistry.layer([BalanceCalculation])),
-    Layer.provideMerge(PgSagaStore.layerNoDeps()),
-    Layer.provideMerge(runtimeClient(config, 4)),
+    Layer.provideMerge(PgSagaStore.layerDatabase(config, { maxConnections: 4 })),
     Layer.provideMerge(NodeServices.layer)
   )
 
@@ -248,7 +248,7 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("Backups
         assert.include(overSource.stderr, "restore into a new one")
 
         const restoredData = path.join(workspace.root, "restored")
-        const port = yield* PrivateCluster.freePort
+        const port = yield* freePort
         const restore = yield* workspace.script(
           "restore.sh",
           ["--to", restoredData, "--target-time", target, "--port", String(port)],
@@ -295,7 +295,7 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("Backups
         // To the end of the archive: everything committed before `verify.sh live` archived the WAL.
         const latestData = path.join(workspace.root, "latest")
         ok(yield* workspace.script("restore.sh", ["--to", latestData, "--latest"], asPostgres), "restore --latest")
-        const latest = yield* startServer(latestData, yield* PrivateCluster.freePort)
+        const latest = yield* startServer(latestData, yield* freePort)
         ok(
           yield* workspace.script("verify.sh", ["restored"], {
             asPostgres: false,
@@ -335,7 +335,7 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("Backups
       // A cluster of its own, without the orchestrator's roles: bootstrap.sql creates them.
       const freshData = path.join(workspace.root, "fresh")
       yield* initdb(freshData)
-      const fresh = yield* startServer(freshData, yield* PrivateCluster.freePort)
+      const fresh = yield* startServer(freshData, yield* freePort)
       const secrets = path.join(workspace.root, "secrets")
       fs.mkdirSync(secrets, { mode: 0o700 })
       fs.writeFileSync(path.join(secrets, "db_password"), `${passwords.app}\n`, { mode: 0o600 })
@@ -398,7 +398,7 @@ layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("Backups
 
       // The service itself starts on the copy (schema and privilege checks pass) and moves on the saga the dump
       // caught with its first task in the outbox: relay, simulated worker, reply consumer.
-      const httpPort = yield* PrivateCluster.freePort
+      const httpPort = yield* freePort
       const service = yield* startScoped(["src/main.ts"], {
         ORCH_DB_HOST: fresh.host,
         ORCH_DB_PORT: String(fresh.port),

@@ -10,7 +10,6 @@
 import { readFileSync } from "node:fs"
 import { assert, layer } from "@effect/vitest"
 import { Clock, Console, Effect, Layer, Option, References, Schema } from "effect"
-import { runtimeClient } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import * as Harness from "../e2e/harness.ts"
 import { rabbit, TestVhost, layerVhost as testVhost } from "../utils/rabbit.ts"
@@ -25,11 +24,7 @@ const deployment = Harness.layer(
 )
 
 /** The test's own engine and store, on the same endpoint as the service: HAProxy. */
-const store = Layer.unwrap(
-  Effect.map(HaCluster.HaCluster, (cluster) =>
-    PgSagaStore.layerNoDeps().pipe(Layer.provideMerge(runtimeClient(cluster.config, 10)))
-  )
-)
+const store = Layer.unwrap(Effect.map(HaCluster.HaCluster, (cluster) => PgSagaStore.layerDatabase(cluster.config)))
 
 const environment = Layer.mergeAll(deployment, Harness.runtime, Unavailability.layerProbe).pipe(
   Layer.provideMerge(store),

@@ -14,6 +14,7 @@ import { NodeServices } from "@effect/platform-node"
 import { Clock, Context, type Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import type { DatabaseConfig } from "../../src/Config.ts"
 import { migrate } from "../../src/store/Database.ts"
+import { freePort } from "../utils/freePort.ts"
 import { bootstrap, type PgServer, passwords, psql } from "../utils/postgres.ts"
 import {
   asPostgres,
@@ -26,7 +27,7 @@ import {
   terminate
 } from "./daemons.ts"
 import { haproxyServers, poll, request } from "./HaCluster/checks.ts"
-import { freePort, makeRoot, ownDirectory, removeAbandoned } from "./HaCluster/files.ts"
+import { makeRoot, ownDirectory, removeAbandoned } from "./HaCluster/files.ts"
 import { postgresBin } from "./packages.ts"
 import { etcdArguments, haproxyConfig, type PatroniNode, patroniConfig } from "./templates.ts"
 

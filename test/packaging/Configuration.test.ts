@@ -2,6 +2,7 @@ import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Option } from "effect"
 import { load } from "../../src/Config.ts"
+import { externalDatabase, rabbitMq } from "../utils/config.ts"
 import { secretsDirectory } from "../utils/processes.ts"
 import { at, readCompose, record, stringRecord, strings } from "./files.ts"
 import { configMap, deployment, environmentOf, job, mountedSecretFiles } from "./workloads.ts"
@@ -28,13 +29,12 @@ describe("the service's configuration accepts what each deployment gives it", ()
   it.effect("the Kubernetes Deployment: the runtime role, RabbitMQ, no migration credentials", () =>
     Effect.gen(function* () {
       const config = yield* loadAs(environmentOf(deployment), mountedSecretFiles(deployment))
-      assert.isTrue(Option.isSome(config.database))
-      const db = Option.getOrThrow(config.database)
+      const db = externalDatabase(config)
       assert.strictEqual(db.host, "orchestrator-db")
       assert.strictEqual(db.user, "orchestrator_app")
       assert.strictEqual(db.ssl, "require")
       assert.isTrue(Option.isNone(db.migration))
-      assert.isTrue(Option.isSome(config.amqp))
+      assert.strictEqual(config.workers._tag, "RabbitMq")
       assert.strictEqual(config.httpPort, 8080)
     })
   )
@@ -42,9 +42,9 @@ describe("the service's configuration accepts what each deployment gives it", ()
   it.effect("the migration Job: the schema owner, and nothing it does not mount", () =>
     Effect.gen(function* () {
       const config = yield* loadAs(environmentOf(job), mountedSecretFiles(job))
-      const db = Option.getOrThrow(config.database)
+      const db = externalDatabase(config)
       assert.strictEqual(Option.getOrThrow(db.migration).user, "orchestrator_owner")
-      assert.isTrue(Option.isNone(config.amqp))
+      assert.strictEqual(config.workers._tag, "Simulated")
     })
   )
 
@@ -61,10 +61,10 @@ describe("the service's configuration accepts what each deployment gives it", ()
       for (const replica of ["orchestrator-1", "orchestrator-2"]) {
         const service = record(at(compose, "services", replica))
         const config = yield* loadAs(stringRecord(service.environment), strings(service.secrets))
-        const db = Option.getOrThrow(config.database)
+        const db = externalDatabase(config)
         assert.strictEqual(db.host, "haproxy")
         assert.strictEqual(Option.getOrThrow(db.migration).user, "orchestrator_owner")
-        assert.strictEqual(Option.getOrThrow(config.amqp).url, "amqp://orchestrator@rabbitmq:5672/")
+        assert.strictEqual(rabbitMq(config).url, "amqp://orchestrator@rabbitmq:5672/")
       }
     })
   )

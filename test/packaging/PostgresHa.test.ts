@@ -2,10 +2,7 @@ import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { inject } from "vitest"
-import { passwords, pg, psql } from "../utils/postgres.ts"
-import { secretsDirectory, start } from "../utils/processes.ts"
-import { at, haproxySections, readCompose, readText, readYaml, record, repoPath, run, strings, text } from "./files.ts"
+import { at, haproxySections, readCompose, readText, readYaml, record, run, strings, text } from "./files.ts"
 
 const nodes = ["patroni1", "patroni2"] as const
 const patroni = Object.fromEntries(nodes.map((node) => [node, readYaml(`docker/patroni/${node}.yml`)]))
@@ -171,64 +168,6 @@ describe("compose healthchecks of the database tier", () => {
       assert.strictEqual(yield* check("patroni1", "8008", yield* httpServer(200)), 0)
       assert.notStrictEqual(yield* check("patroni1", "8008", yield* httpServer(503)), 0)
       assert.notStrictEqual(yield* check("patroni1", "8008", yield* Effect.scoped(httpServer(200))), 0)
-    })
-  )
-})
-
-describe("the bootstrap job (docker/postgres/bootstrap.sh)", () => {
-  it.effect("prepares a database the replicas then migrate, passwords from files only, and runs again harmlessly", () =>
-    Effect.gen(function* () {
-      const runner = inject("templateDatabase").split("_")[2]
-      const database = `orch_t_${runner}_${process.pid}_compose`
-      yield* Effect.addFinalizer(() =>
-        Effect.promise(() => psql("postgres", ["-c", `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`]))
-      )
-      // The roles' passwords are the test suite's, so that other test files running now keep working.
-      const secrets = secretsDirectory({
-        postgres_password: "unused-with-trust-auth",
-        db_password: passwords.app,
-        db_migration_password: passwords.owner
-      })
-      const env = {
-        PGHOST: pg.host,
-        PGPORT: String(pg.port),
-        PGUSER: pg.superuser,
-        ORCH_DB_NAME: database,
-        SECRETS_DIR: secrets,
-        BOOTSTRAP_WAIT: "10"
-      }
-      for (const attempt of [1, 2]) {
-        const result = yield* run("sh", [repoPath("docker/postgres/bootstrap.sh")], { env })
-        assert.strictEqual(result.code, 0, `run ${attempt}: ${result.output}`)
-        assert.include(result.output, `database ${database} is ready`)
-        assert.notInclude(result.output, passwords.owner)
-      }
-      const owner = yield* Effect.promise(() =>
-        psql(database, ["-At", "-c", "SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'orchestrator'"])
-      )
-      assert.strictEqual(owner.trim(), "orchestrator_owner")
-      // What the compose replicas do next: migrate at startup as the owner.
-      const migrate = start(["src/cli.ts", "migrate"], {
-        ORCH_DB_HOST: pg.host,
-        ORCH_DB_PORT: String(pg.port),
-        ORCH_DB_NAME: database,
-        ORCH_DB_MIGRATION_USER: "orchestrator_owner",
-        ORCH_SECRETS_DIR: secrets
-      })
-      assert.strictEqual(yield* migrate.exited, 0, migrate.output())
-      assert.match(migrate.output(), /applied \d{4}_/)
-    })
-  )
-
-  it.effect("stops with the missing file's name when a secret is absent", () =>
-    Effect.gen(function* () {
-      const secrets = secretsDirectory({ postgres_password: "x", db_password: passwords.app })
-      const result = yield* run("sh", [repoPath("docker/postgres/bootstrap.sh")], {
-        env: { PGHOST: pg.host, PGPORT: String(pg.port), SECRETS_DIR: secrets, BOOTSTRAP_WAIT: "1" }
-      })
-      assert.strictEqual(result.code, 1)
-      assert.include(result.output, `missing secret file ${secrets}/db_migration_password`)
-      assert.notInclude(result.output, "is ready")
     })
   )
 })

@@ -18,7 +18,7 @@ const runtime = (fleet: Fleet) =>
   Layer.mergeAll(
     engineLayer(),
     Workers.layer({ latency: "200 millis", seed: "runtime", script: fleet.script }).pipe(
-      Layer.provideMerge(MemoryBroker.layer)
+      Layer.provideMerge(MemoryBroker.layerMemory)
     )
   )
 

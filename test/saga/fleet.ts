@@ -14,9 +14,8 @@ import { readProgress } from "../../src/saga/Engine/moves.ts"
 import { Engine } from "../../src/saga/Engine.ts"
 import * as Workers from "../../src/simulation/Workers.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
+import { endings, type Step } from "../utils/histories.ts"
 import { input } from "./harness.ts"
-
-type Step = readonly [state: string, event: string]
 
 export interface Scenario {
   readonly name: string
@@ -33,65 +32,23 @@ export interface Scenario {
   readonly ignored: number
 }
 
-const forward: ReadonlyArray<Step> = [
-  ["PREPARING_BRANCH", "SagaStarted"],
-  ["MESHING_GEOMETRY", "StepSucceeded"],
-  ["AWAITING_CONDENSER_INPUT", "StepSucceeded"],
-  ["RUNNING_SOLVER", "SignalReceived"],
-  ["PUBLISHING_RESULTS", "StepSucceeded"],
-  ["COMPLETED", "SagaCompleted"]
-]
-const forwardTasks = ["gitlab.prepare_branch#1", "geometry.mesh#1", "solver.balance#1", "gitlab.publish_results#1"]
-const undoSolverAndBranch: ReadonlyArray<Step> = [
-  ["DISCARDING_SOLVER_RUN", "StepFailed"],
-  ["DELETING_BRANCH", "CompensationSucceeded"],
-  ["FAILED", "SagaFailed"]
-]
-
 const is = (task: TaskMessage, taskType: string, attempt?: number) =>
   task.taskType === taskType && (attempt === undefined || task.attempt === attempt)
 
 const fatal = (code: string) => Workers.Plan.fail({ retryable: false, code, message: `${code} (scripted)` })
 
-/** A saga whose first prepare attempt came to nothing and whose second succeeded. */
-const prepareRetried = {
-  status: "COMPLETED",
-  history: [
-    forward[0]!,
-    ["PREPARING_BRANCH", "StepRetryScheduled"],
-    ["PREPARING_BRANCH", "StepRetried"],
-    ...forward.slice(1)
-  ],
-  tasks: ["gitlab.prepare_branch#1", "gitlab.prepare_branch#2", ...forwardTasks.slice(1)]
-} as const
-
 export const scenarios = {
   happy: {
     name: "happy",
     plan: () => undefined,
-    status: "COMPLETED",
-    history: forward,
-    tasks: forwardTasks,
+    ...endings.completed,
     ignored: 0
   },
   /** The first mesh attempt fails retryably; the back-off timer sends attempt 2, which succeeds. */
   meshRetried: {
     name: "mesh-retried",
     plan: (task) => (is(task, "geometry.mesh", 1) ? Workers.Plan.fail({ retryable: true }) : undefined),
-    status: "COMPLETED",
-    history: [
-      ...forward.slice(0, 2),
-      ["MESHING_GEOMETRY", "StepRetryScheduled"],
-      ["MESHING_GEOMETRY", "StepRetried"],
-      ...forward.slice(2)
-    ],
-    tasks: [
-      "gitlab.prepare_branch#1",
-      "geometry.mesh#1",
-      "geometry.mesh#2",
-      "solver.balance#1",
-      "gitlab.publish_results#1"
-    ],
+    ...endings.meshRetried,
     failureCode: "SIMULATED_TRANSIENT_FAILURE",
     ignored: 0
   },
@@ -99,7 +56,7 @@ export const scenarios = {
   prepareRetried: {
     name: "prepare-retried",
     plan: (task) => (is(task, "gitlab.prepare_branch", 1) ? Workers.Plan.fail({ retryable: true }) : undefined),
-    ...prepareRetried,
+    ...endings.prepareRetried,
     failureCode: "SIMULATED_TRANSIENT_FAILURE",
     ignored: 0
   },
@@ -107,7 +64,7 @@ export const scenarios = {
   silent: {
     name: "silent",
     plan: (task) => (is(task, "gitlab.prepare_branch", 1) ? Workers.Plan.silent() : undefined),
-    ...prepareRetried,
+    ...endings.prepareRetried,
     failureCode: "timeout",
     ignored: 0
   },
@@ -115,9 +72,7 @@ export const scenarios = {
   solverFatal: {
     name: "solver-fatal",
     plan: (task) => (is(task, "solver.balance") ? fatal("DIVERGED") : undefined),
-    status: "FAILED",
-    history: [...forward.slice(0, 4), ...undoSolverAndBranch],
-    tasks: [...forwardTasks.slice(0, 3), "solver.discard_run#1", "gitlab.delete_branch#1"],
+    ...endings.solverFatal,
     failureCode: "DIVERGED",
     ignored: 0
   },
@@ -125,9 +80,7 @@ export const scenarios = {
   prepareFatal: {
     name: "prepare-fatal",
     plan: (task) => (is(task, "gitlab.prepare_branch") ? fatal("REPO_ARCHIVED") : undefined),
-    status: "FAILED",
-    history: [forward[0]!, ["DELETING_BRANCH", "StepFailed"], ["FAILED", "SagaFailed"]],
-    tasks: ["gitlab.prepare_branch#1", "gitlab.delete_branch#1"],
+    ...endings.prepareFatal,
     failureCode: "REPO_ARCHIVED",
     ignored: 0
   },
@@ -135,9 +88,7 @@ export const scenarios = {
   publishFatal: {
     name: "publish-fatal",
     plan: (task) => (is(task, "gitlab.publish_results") ? fatal("PROTECTED_BRANCH") : undefined),
-    status: "FAILED",
-    history: [...forward.slice(0, 5), ...undoSolverAndBranch],
-    tasks: [...forwardTasks, "solver.discard_run#1", "gitlab.delete_branch#1"],
+    ...endings.publishFatal,
     failureCode: "PROTECTED_BRANCH",
     ignored: 0
   },
@@ -145,18 +96,14 @@ export const scenarios = {
   duplicated: {
     name: "duplicated",
     plan: () => Workers.Plan.succeed({ duplicate: true }),
-    status: "COMPLETED",
-    history: forward,
-    tasks: forwardTasks,
+    ...endings.completed,
     ignored: 4
   },
   /** The prepare reply comes once more, as a new message, long after the saga moved on. */
   late: (after: Duration.Input): Scenario => ({
     name: "late",
     plan: (task) => (is(task, "gitlab.prepare_branch") ? Workers.Plan.succeed({ lateReplyAfter: after }) : undefined),
-    status: "COMPLETED",
-    history: forward,
-    tasks: forwardTasks,
+    ...endings.completed,
     ignored: 1
   })
 } satisfies Record<string, Scenario | ((after: Duration.Input) => Scenario)>

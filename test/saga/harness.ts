@@ -20,7 +20,10 @@ import * as MemorySagaStore from "../../src/store/MemorySagaStore.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
 
 export const layer = (definitions: ReadonlyArray<AnySagaDefinition> = [BalanceCalculation]) =>
-  engineLayer.pipe(Layer.provideMerge(SagaRegistry.layer(definitions)), Layer.provideMerge(MemorySagaStore.layer()))
+  engineLayer.pipe(
+    Layer.provideMerge(SagaRegistry.layer(definitions)),
+    Layer.provideMerge(MemorySagaStore.layerMemory())
+  )
 
 export const input = {
   repo: "balance/plant-7",

@@ -12,6 +12,7 @@ import {
   type TaskMessage
 } from "../../src/domain/Messages.ts"
 import * as Workers from "../../src/simulation/Workers.ts"
+import { eventually } from "../utils/eventually.ts"
 
 const sagaId = "0190f5a4-7c1e-7d2a-9b3c-4d5e6f708192"
 const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -50,27 +51,21 @@ const replies = Effect.gen(function* () {
   )
 })
 
-/** Lets the workers' fibers run until `count` replies wait; fails the test if they never do. */
+/** Waits until `count` replies wait; fails the test if they never do. */
 const awaitReplies = (count: number) =>
-  Effect.gen(function* () {
-    for (let round = 0; round < 500; round++) {
-      const current = yield* replies
-      if (current.length >= count) return current
-      yield* Effect.yieldNow
-    }
-    return assert.fail(`never saw ${count} replies`)
-  })
+  eventually(
+    `${count} replies`,
+    Effect.map(replies, (current) => current.length >= count)
+  ).pipe(Effect.andThen(replies))
 
-/** Lets the workers pick up `count` tasks, so their latency starts now. */
+/** Waits until the workers picked up `count` tasks, so their latency starts now. */
 const pickedUp = (count: number) =>
-  Effect.gen(function* () {
-    const memory = yield* MemoryBroker.MemoryBroker
-    for (let round = 0; round < 500; round++) {
-      if ((yield* memory.unacknowledged(Workers.defaultQueue)).length === count) return
-      yield* Effect.yieldNow
-    }
-    return assert.fail(`the workers never picked up ${count} tasks`)
-  })
+  eventually(
+    `the workers picked up ${count} tasks`,
+    Effect.flatMap(MemoryBroker.MemoryBroker, (memory) => memory.unacknowledged(Workers.defaultQueue)).pipe(
+      Effect.map((unacked) => unacked.length === count)
+    )
+  )
 
 /** Gives the workers' fibers a chance to run, then returns what waits. */
 const quietReplies = Effect.gen(function* () {
@@ -79,7 +74,7 @@ const quietReplies = Effect.gen(function* () {
 })
 
 const withWorkers = (options: Workers.Options) =>
-  Effect.provide(Workers.layer(options).pipe(Layer.provideMerge(MemoryBroker.layer)))
+  Effect.provide(Workers.layer(options).pipe(Layer.provideMerge(MemoryBroker.layerMemory)))
 
 const sha = /^[0-9a-f]{40}$/
 
@@ -303,11 +298,11 @@ describe("simulated workers", () => {
       const workers = yield* Workers.Workers
       yield* memory.inject(Exchanges.tasks, "geometry.mesh", "not json", { messageId: "bad-1" })
       yield* memory.inject(Exchanges.tasks, "geometry.mesh", JSON.stringify({ sagaId: 7 }), { messageId: "bad-2" })
-      let dead: ReadonlyArray<Delivery> = []
-      for (let round = 0; round < 500 && dead.length < 2; round++) {
-        yield* Effect.yieldNow
-        dead = yield* memory.messages(Queues.deadLetters)
-      }
+      yield* eventually(
+        "both tasks dead-lettered",
+        Effect.map(memory.messages(Queues.deadLetters), (dead) => dead.length >= 2)
+      )
+      const dead = yield* memory.messages(Queues.deadLetters)
       assert.deepStrictEqual(
         dead.map((d) => d.messageId),
         ["bad-1", "bad-2"]

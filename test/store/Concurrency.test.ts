@@ -14,7 +14,6 @@ import { Path } from "effect/Path"
 import { ChildProcess, ChildProcessSpawner } from "effect/process"
 import type { DatabaseConfig } from "../../src/Config.ts"
 import type { SagaId, SagaInstance } from "../../src/domain/Saga.ts"
-import { runtimeClient } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
 import { passwords } from "../utils/postgres.ts"
@@ -123,7 +122,7 @@ const startWorker = Effect.fnUntraced(function* (
 
 /** A runtime pool of its own and a store on it, closed with the test's scope. */
 const separateStore = (db: DatabaseConfig) =>
-  Layer.build(PgSagaStore.layerNoDeps().pipe(Layer.provideMerge(runtimeClient(db, 1)))).pipe(
+  Layer.build(PgSagaStore.layerDatabase(db, { maxConnections: 1 })).pipe(
     Effect.map((context) => ({ store: Context.get(context, SagaStore), sql: Context.get(context, PgClient.PgClient) }))
   )
 

@@ -1,7 +1,7 @@
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { runtimeClient, runtimeRolePrivileges } from "../../src/store/Database.ts"
-import { freePort } from "../utils/PrivateCluster.ts"
+import { freePort } from "../utils/freePort.ts"
 import { passwords } from "../utils/postgres.ts"
 import { secretsDirectory, start, startScoped } from "../utils/processes.ts"
 import { TestDatabase, layer as testDatabase } from "../utils/TestDatabase.ts"

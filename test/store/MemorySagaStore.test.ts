@@ -5,7 +5,7 @@ import * as MemorySagaStore from "../../src/store/MemorySagaStore.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
 import { sagaStoreContract } from "./contract.ts"
 
-sagaStoreContract("SagaStore contract: in memory", MemorySagaStore.layer())
+sagaStoreContract("SagaStore contract: in memory", MemorySagaStore.layerMemory())
 
 describe("MemorySagaStore", () => {
   it.effect("reports a saga as stuck once it has made no progress for longer than asked", () =>
@@ -19,7 +19,7 @@ describe("MemorySagaStore", () => {
         (yield* store.findStuck(Duration.minutes(15))).map((s) => s.saga.id),
         [saga.id]
       )
-    }).pipe(Effect.provide(MemorySagaStore.layer()))
+    }).pipe(Effect.provide(MemorySagaStore.layerMemory()))
   )
 
   it.effect("reports the outbox lag: the age of the oldest unpublished message", () =>
@@ -33,6 +33,6 @@ describe("MemorySagaStore", () => {
       assert.deepInclude(yield* store.summary, { outboxPending: 2, outboxLagMillis: 5000 })
       yield* store.publishOutbox(10, () => Effect.void)
       assert.deepInclude(yield* store.summary, { outboxPending: 0, outboxLagMillis: 0 })
-    }).pipe(Effect.provide(MemorySagaStore.layer()))
+    }).pipe(Effect.provide(MemorySagaStore.layerMemory()))
   )
 })

@@ -4,12 +4,13 @@
  * crash PostgreSQL, so they run on a private cluster: the machine's own serves the other test files meanwhile.
  */
 import { assert, layer } from "@effect/vitest"
-import { Cause, Deferred, Duration, Effect, Exit, Fiber, Option, Schedule } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, Option } from "effect"
 import { SqlClient } from "effect/sql"
 import { StoreUnavailable } from "../../src/domain/errors.ts"
 import type { SagaId, SagaInstance } from "../../src/domain/Saga.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
+import { eventually } from "../utils/eventually.ts"
 import * as PrivateClusterLayer from "../utils/PrivateCluster.ts"
 import { PrivateCluster, type ShutdownMode } from "../utils/PrivateCluster.ts"
 
@@ -42,14 +43,6 @@ const increment = (stallAt: number) => (saga: SagaInstance) =>
     }
     return incremented(saga)
   })
-
-/** Polls `check` until it holds, failing the test when it still does not after `within`. */
-const eventually = (what: string, check: Effect.Effect<boolean>, within: Duration.Input = "10 seconds") =>
-  check.pipe(
-    Effect.repeat({ until: (ok) => ok, schedule: Schedule.spaced("20 millis") }),
-    Effect.timeoutOrElse({ duration: within, orElse: () => Effect.die(new Error(`timed out waiting until ${what}`)) }),
-    Effect.asVoid
-  )
 
 /** The saga row and its history, counted by the database itself. */
 const sagaRow = (id: SagaId) =>

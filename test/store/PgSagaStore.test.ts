@@ -175,3 +175,20 @@ layer(TestDatabase.layerStore(), { excludeTestServices: true, timeout: "60 secon
     )
   }
 )
+
+layer(TestDatabase.layerStore(), { excludeTestServices: true, timeout: "60 seconds" })("PgSagaStore health", (it) => {
+  it.effect("reports the database reachable, and the schema behind once a shipped migration is missing", () =>
+    Effect.gen(function* () {
+      const store = yield* SagaStore
+      const db = yield* TestDatabase.TestDatabase
+      assert.deepStrictEqual(yield* store.health, { database: { ok: true }, schema: { ok: true } })
+      yield* db.superuser(
+        "DELETE FROM orchestrator.effect_sql_migrations WHERE migration_id = (SELECT max(migration_id) FROM orchestrator.effect_sql_migrations)"
+      )
+      const behind = yield* store.health
+      assert.deepStrictEqual(behind.database, { ok: true })
+      assert.isFalse(behind.schema.ok)
+      assert.match(behind.schema.detail ?? "", /this version needs \d+/)
+    })
+  )
+})

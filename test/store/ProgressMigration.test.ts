@@ -122,8 +122,7 @@ const engine = Layer.unwrap(
   Effect.map(TestDatabase, (db) =>
     engineLayer.pipe(
       Layer.provideMerge(SagaRegistry.layer(definitions)),
-      Layer.provideMerge(PgSagaStore.layerNoDeps()),
-      Layer.provide(runtimeClient(db.config, 4))
+      Layer.provideMerge(PgSagaStore.layerDatabase(db.config, { maxConnections: 4 }))
     )
   )
 )

@@ -48,6 +48,6 @@ describe("Retention", () => {
       const left = (yield* store.find({ sagaType: "RETENTION_TEST" })).items.map((saga) => saga.id)
       assert.sameMembers(left, [running, recent])
       assert.deepStrictEqual(yield* Retention.purgeDue(settings), { sagas: 0, idempotencyKeys: 0 })
-    }).pipe(Effect.provide(MemorySagaStore.layer()))
+    }).pipe(Effect.provide(MemorySagaStore.layerMemory()))
   )
 })

@@ -8,10 +8,9 @@
  *   node test/store/incrementer.ts <sagaId> <increments> <fibers> [deadlineSeconds=60]
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Cause, Clock, Console, Data, Effect, Exit, Layer, Option, Schema, Stdio, Stream } from "effect"
+import { Cause, Clock, Console, Data, Effect, Exit, Option, Schema, Stdio, Stream } from "effect"
 import { load } from "../../src/Config.ts"
 import { SagaId } from "../../src/domain/Saga.ts"
-import { runtimeClient } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
 
@@ -78,9 +77,9 @@ const main = Effect.gen(function* () {
   // Last resort should even shutting down hang: the process never outlives its deadline by more than 5 s.
   yield* Effect.sync(() => setTimeout(() => process.exit(2), (deadlineSeconds + 5) * 1000).unref())
   const config = yield* load
-  if (Option.isNone(config.database)) return yield* new WorkerFailed({ message: "ORCH_DB_HOST is not set" })
+  if (config.database._tag === "Embedded") return yield* new WorkerFailed({ message: "ORCH_DB_HOST is not set" })
   yield* run(id, increments, fibers).pipe(
-    Effect.provide(PgSagaStore.layerNoDeps().pipe(Layer.provide(runtimeClient(config.database.value, fibers)))),
+    Effect.provide(PgSagaStore.layerDatabase(config.database.config, { maxConnections: fibers })),
     Effect.timeoutOrElse({
       duration: `${deadlineSeconds} seconds`,
       orElse: () => Effect.fail(new WorkerFailed({ message: `deadline of ${deadlineSeconds} s passed` }))

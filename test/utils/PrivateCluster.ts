@@ -8,16 +8,16 @@
 
 import { execFile } from "node:child_process"
 import * as fs from "node:fs/promises"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { NodeServices } from "@effect/platform-node"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import type { DatabaseConfig } from "../../src/Config.ts"
-import { migrate, runtimeClient } from "../../src/store/Database.ts"
+import { migrate } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import type { StoreSettings } from "../../src/store/settings.ts"
+import { freePort } from "./freePort.ts"
 import { bootstrap, type PgServer, passwords, psql } from "./postgres.ts"
 import { isAlive } from "./processes.ts"
 
@@ -114,17 +114,6 @@ const removeAbandoned = Effect.promise(async () => {
   }
 })
 
-/** A port nothing listens on at the moment, on 127.0.0.1. */
-export const freePort = Effect.callback<number>((resume) => {
-  const probe = net.createServer()
-  probe.once("error", (error) => resume(Effect.die(error)))
-  probe.listen(0, "127.0.0.1", () => {
-    const address = probe.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    probe.close(() => resume(port === 0 ? Effect.die(new Error("no free port")) : Effect.succeed(port)))
-  })
-})
-
 /** A fresh cluster in a temp directory owned by `postgres`, not yet started. */
 const initCluster = Effect.fnUntraced(function* (options: Options) {
   const port = yield* freePort
@@ -201,8 +190,6 @@ export const layerStore = (
 ) =>
   Layer.unwrap(
     Effect.map(PrivateCluster, (cluster) =>
-      PgSagaStore.layerNoDeps(options.store).pipe(
-        Layer.provideMerge(runtimeClient(cluster.config, options.maxConnections ?? 10))
-      )
+      PgSagaStore.layerDatabase(cluster.config, { ...options.store, maxConnections: options.maxConnections })
     )
   ).pipe(Layer.provideMerge(layer(options)))

@@ -8,12 +8,12 @@
  */
 import { execFile } from "node:child_process"
 import * as fs from "node:fs/promises"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import * as Amqp from "amqplib"
 import { Context, Effect, Layer, Schedule } from "effect"
+import { freePort } from "./freePort.ts"
 import { isAlive } from "./processes.ts"
 import { guest, type RabbitServer, rabbitmqctl } from "./rabbit.ts"
 
@@ -82,16 +82,6 @@ const removeAbandoned = Effect.promise(async () => {
       await removeNode(nodeOf(path.join(os.tmpdir(), entry)))
     }
   }
-})
-
-const freePort = Effect.callback<number>((resume) => {
-  const probe = net.createServer()
-  probe.once("error", (error) => resume(Effect.die(error)))
-  probe.listen(0, "127.0.0.1", () => {
-    const address = probe.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    probe.close(() => resume(port === 0 ? Effect.die(new Error("no free port")) : Effect.succeed(port)))
-  })
 })
 
 /** Polls until the node accepts an AMQP connection as guest; fails with the end of its log after the deadline. */

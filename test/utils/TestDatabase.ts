@@ -9,7 +9,7 @@ import { NodeServices } from "@effect/platform-node"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { inject } from "vitest"
 import type { DatabaseConfig } from "../../src/Config.ts"
-import { migrate, migrationsDirectory, runtimeClient } from "../../src/store/Database.ts"
+import { migrate, migrationsDirectory } from "../../src/store/Database.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import type { StoreSettings } from "../../src/store/settings.ts"
 import { bootstrap, passwords, pg, psql } from "./postgres.ts"
@@ -81,7 +81,5 @@ export const layer = (options: { readonly migrated?: boolean } = {}) =>
 /** A migrated test database, the runtime pool on it, and the PostgreSQL SagaStore. */
 export const layerStore = (settings: Partial<StoreSettings> = {}) =>
   Layer.unwrap(
-    Effect.map(TestDatabase, (db) =>
-      PgSagaStore.layerNoDeps(settings).pipe(Layer.provideMerge(runtimeClient(db.config, 20)))
-    )
+    Effect.map(TestDatabase, (db) => PgSagaStore.layerDatabase(db.config, { ...settings, maxConnections: 20 }))
   ).pipe(Layer.provideMerge(layer()))

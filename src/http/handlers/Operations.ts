@@ -3,13 +3,11 @@
  * not fix a database outage); readiness says whether this instance can do its work now: the database answers, its
  * schema is the one this version needs, and the broker is connected.
  */
-import { Duration, Effect, FileSystem } from "effect"
+import { Duration, Effect } from "effect"
 import { HttpMiddleware } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
-import { SqlClient } from "effect/sql"
 import { Broker } from "../../broker/Broker.ts"
-import { checkSchemaCurrent } from "../../store/Database.ts"
-import { describe as describeSqlError } from "../../store/transactions.ts"
+import { SagaStore } from "../../store/SagaStore.ts"
 import type { ReadinessChecks } from "../Api/Representations.ts"
 import { Api } from "../Api.ts"
 import { MetricsText } from "../Metrics.ts"
@@ -22,11 +20,12 @@ type Check = ReadinessChecks["database"]
 
 const ok: Check = { ok: true }
 const failed = (detail: string): Check => ({ ok: false, detail })
+const noAnswer = failed("no answer within 2 s")
 
 const check = <E>(probe: Effect.Effect<unknown, E>, describe: (error: E) => string): Effect.Effect<Check> =>
   probe.pipe(
     Effect.as(ok),
-    Effect.timeoutOrElse({ duration: probeTimeout, orElse: () => Effect.succeed(failed("no answer within 2 s")) }),
+    Effect.timeoutOrElse({ duration: probeTimeout, orElse: () => Effect.succeed(noAnswer) }),
     Effect.catch((error) => Effect.succeed(failed(describe(error)))),
     Effect.catchDefect((defect) => Effect.succeed(failed(String(defect))))
   )
@@ -35,25 +34,19 @@ export const layer = HttpApiBuilder.group(
   Api,
   "operations",
   Effect.fnUntraced(function* (handlers) {
-    const sql = yield* SqlClient.SqlClient
-    const fs = yield* FileSystem.FileSystem
+    const store = yield* SagaStore
     const broker = yield* Broker
     const metrics = yield* MetricsText
 
-    const readiness = Effect.all(
-      {
-        database: check(sql`SELECT 1`, describeSqlError),
-        schema: check(
-          checkSchemaCurrent.pipe(
-            Effect.provideService(SqlClient.SqlClient, sql),
-            Effect.provideService(FileSystem.FileSystem, fs)
-          ),
-          (error) => (error._tag === "SchemaNotCurrent" ? error.message : `cannot check: ${describeSqlError(error)}`)
-        ),
-        broker: check(broker.health, (error) => error.message)
-      },
-      { concurrency: "unbounded" }
+    const storeHealth = store.health.pipe(
+      Effect.timeoutOrElse({
+        duration: probeTimeout,
+        orElse: () => Effect.succeed({ database: noAnswer, schema: noAnswer })
+      })
     )
+    const readiness = Effect.all([storeHealth, check(broker.health, (error) => error.message)], {
+      concurrency: "unbounded"
+    }).pipe(Effect.map(([{ database, schema }, broker]) => ({ database, schema, broker })))
 
     // Probes and scrapes come every few seconds: they are not logged as requests (a failed readiness check is).
     return handlers

@@ -4,12 +4,12 @@
  */
 import { randomBytes } from "node:crypto"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Clock, Context, Effect, Layer, Schema } from "effect"
 import type { DatabaseConfig } from "../../../src/Config.ts"
 import { decodeCancellation, Exchanges, Queues } from "../../../src/domain/Messages.ts"
+import { freePort } from "../../utils/freePort.ts"
 import { passwords } from "../../utils/postgres.ts"
 import { type RunningProcess, start } from "../../utils/processes.ts"
 import { adminConnection, amqpUrl, guest, type RabbitServer } from "../../utils/rabbit.ts"
@@ -66,17 +66,6 @@ export const startScoped = (args: ReadonlyArray<string>, env: Record<string, str
         return running.exited
       }).pipe(Effect.timeout("10 seconds"), Effect.ignore)
   )
-
-/** A TCP port nobody listens on now: the service's HTTP port, so that deployments run side by side. */
-export const freePort = Effect.callback<number>((resume) => {
-  const probe = net.createServer()
-  probe.once("error", (error) => resume(Effect.die(error)))
-  probe.listen(0, "127.0.0.1", () => {
-    const address = probe.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    probe.close(() => resume(port === 0 ? Effect.die(new Error("no free port")) : Effect.succeed(port)))
-  })
-})
 
 /** The service's environment (DESIGN §7): passwords only in files, the AMQP URL without one. */
 export const serviceEnvironment = (endpoints: Endpoints, secrets: string, httpPort: number) => ({

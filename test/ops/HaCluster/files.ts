@@ -1,9 +1,8 @@
 /**
- * The cluster's temp directory and ports. Directories are named after the test process (`orch-ha-<pid>-…`), so a
+ * The cluster's temp directory. Directories are named after the test process (`orch-ha-<pid>-…`), so a
  * later run can tell which ones a killed run abandoned and end what still runs in them, by pid.
  */
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Effect } from "effect"
@@ -11,16 +10,6 @@ import { isAlive } from "../../utils/processes.ts"
 import { awaitGone, processesNaming, signalIf } from "../daemons.ts"
 
 const prefix = "orch-ha-"
-
-export const freePort = Effect.callback<number>((resume) => {
-  const probe = net.createServer()
-  probe.once("error", (error) => resume(Effect.die(error)))
-  probe.listen(0, "127.0.0.1", () => {
-    const address = probe.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    probe.close(() => resume(port === 0 ? Effect.die(new Error("no free port")) : Effect.succeed(port)))
-  })
-})
 
 /** Whatever a run whose process is gone left behind: its daemons (by pid, found by its directory) and files. */
 export const removeAbandoned = Effect.gen(function* () {
