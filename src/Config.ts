@@ -75,6 +75,10 @@ export interface AppConfigShape {
   readonly logLevel: LogLevel.LogLevel
   /** How long an active saga may go without a change before it counts as stuck (metrics, `sagas stuck`). */
   readonly stuckThreshold: Duration.Duration
+  /** How long finished sagas and idempotency keys are kept (`ORCH_RETENTION`); None (`off`) keeps them. */
+  readonly retention: Option.Option<Duration.Duration>
+  /** How many bytes of contexts one page of a saga list may hold (`ORCH_MAX_PAGE_BYTES`). */
+  readonly maxPageBytes: number
   /** Bearer tokens of the HTTP API (secret file `api_tokens`, one per line); None when the file is absent. */
   readonly apiTokens: Option.Option<ReadonlyArray<Redacted.Redacted<string>>>
 }
@@ -143,6 +147,18 @@ const tokenLines = (file: Redacted.Redacted<string>, secretsDir: string) => {
     ? Effect.fail(new InvalidConfig({ reason: `the secret file ${secretsDir}/api_tokens holds no token` }))
     : Effect.succeed(Option.some(tokens.map((token) => Redacted.make(token))))
 }
+
+/** `ORCH_RETENTION`: a duration such as `30 days` (the default), or `off` to keep everything. */
+const retention = Effect.gen(function* () {
+  const raw = yield* optionalString("ORCH_RETENTION")
+  if (Option.isNone(raw)) return Option.some(Duration.days(30))
+  if (raw.value.trim().toLowerCase() === "off") return Option.none()
+  const parsed = Duration.fromInput(raw.value.trim() as Duration.Input)
+  if (parsed._tag === "Some" && Duration.isGreaterThan(parsed.value, Duration.zero)) return parsed
+  return yield* new InvalidConfig({
+    reason: `ORCH_RETENTION must be a positive duration such as "30 days" or "12 hours", or "off"`
+  })
+})
 
 /** A path setting must name a file that exists. */
 const readableFile = (variable: string) => (path: string) =>
@@ -222,6 +238,10 @@ export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem.FileS
       logLevel: yield* logLevel,
       // An Effect duration such as `15 minutes`.
       stuckThreshold: yield* Config.Duration("ORCH_STUCK_THRESHOLD").pipe(Config.withDefault(Duration.minutes(15))),
+      retention: yield* retention,
+      maxPageBytes: yield* Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "ORCH_MAX_PAGE_BYTES").pipe(
+        Config.withDefault(2 * 1024 * 1024)
+      ),
       apiTokens
     }
   }

@@ -1,6 +1,6 @@
 /**
  * The running service, as one composition: the HTTP API (src/http) on ORCH_HTTP_PORT, the outbox relay, reply
- * consumer and timer scanner around the saga engine; the store on PostgreSQL (the configured database or an embedded
+ * consumer, timer scanner and retention around the saga engine; the store on PostgreSQL (the configured database or an embedded
  * one); the broker (RabbitMQ, or an in-memory one answered by simulated workers); tracing and logging outermost. The
  * run mode is decided in src/Config.ts (`database`, `workers`); this file only matches on it.
  */
@@ -21,6 +21,7 @@ import { definitions } from "./sagas/index.ts"
 import * as Demo from "./simulation/Demo.ts"
 import * as Workers from "./simulation/Workers.ts"
 import * as PgSagaStore from "./store/PgSagaStore.ts"
+import * as Retention from "./store/Retention.ts"
 import { SagaStore } from "./store/SagaStore.ts"
 
 /** Every 30 s, the store's state in the log. */
@@ -89,6 +90,7 @@ export const layer = Layer.mergeAll(
   relay,
   ReplyConsumer.layer(),
   TimerScanner.layer(),
+  Retention.layer,
   reportHealth,
   demo
 ).pipe(

@@ -6,13 +6,14 @@ import { AppConfig } from "./Config.ts"
 import { contractCommand } from "./commands/contract.ts"
 import { definitionsCommand } from "./commands/definitions.ts"
 import { migrate } from "./commands/migrate.ts"
+import { purge } from "./commands/purge.ts"
 import { sagas } from "./commands/sagas.ts"
 import { serve } from "./commands/serve.ts"
 import { runMain } from "./runMain.ts"
 
 const orchestrator = Command.make("orchestrator").pipe(
   Command.withDescription("Saga orchestrator of the Balance+ platform"),
-  Command.withSubcommands([serve, migrate, sagas, definitionsCommand, contractCommand])
+  Command.withSubcommands([serve, migrate, sagas, purge, definitionsCommand, contractCommand])
 )
 
 /** A command failed and said why on stderr: exit 1 without a stack trace. */

@@ -39,6 +39,27 @@ describe("AppConfig", () => {
     })
   )
 
+  it.effect("keeps finished sagas 30 days unless ORCH_RETENTION says otherwise, or off; bounds pages at 2 MiB", () =>
+    Effect.gen(function* () {
+      const dir = secretsDir({})
+      const defaults = yield* loadWith({ ORCH_SECRETS_DIR: dir })
+      assert.isTrue(Option.exists(defaults.retention, Duration.equals(Duration.days(30))))
+      assert.strictEqual(defaults.maxPageBytes, 2 * 1024 * 1024)
+      const custom = yield* loadWith({
+        ORCH_SECRETS_DIR: dir,
+        ORCH_RETENTION: "12 hours",
+        ORCH_MAX_PAGE_BYTES: "65536"
+      })
+      assert.isTrue(Option.exists(custom.retention, Duration.equals(Duration.hours(12))))
+      assert.strictEqual(custom.maxPageBytes, 65_536)
+      assert.isTrue(Option.isNone((yield* loadWith({ ORCH_SECRETS_DIR: dir, ORCH_RETENTION: "OFF" })).retention))
+      for (const bad of ["soon", "0 days", "-1 days"]) {
+        assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_RETENTION: bad }), "ORCH_RETENTION")
+      }
+      assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_MAX_PAGE_BYTES: "0" }), "ORCH_MAX_PAGE_BYTES")
+    })
+  )
+
   it.effect(
     "decides the run mode once: an external database with ORCH_DB_HOST, RabbitMQ workers with ORCH_AMQP_URL",
     () =>

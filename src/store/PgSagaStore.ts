@@ -444,5 +444,7 @@ export const layerDatabase = (
  * outbox notifications for the relay; the pool is provided too (metrics read its connections).
  */
 export const layer = Layer.unwrap(
-  Effect.map(AppConfig, (config) => layerNoDeps({ maxContextBytes: config.maxContextBytes }))
+  Effect.map(AppConfig, (config) =>
+    layerNoDeps({ maxContextBytes: config.maxContextBytes, pageBytes: config.maxPageBytes })
+  )
 ).pipe(Layer.provideMerge(outboxNotifications), Layer.provideMerge(Database.layer))

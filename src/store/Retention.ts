@@ -3,7 +3,8 @@
  * batches with a pause between them, so that retention never competes with steps for long. Every instance runs the
  * loop; the store lets one purge at a time (the others find it busy and wait for their next turn).
  */
-import { DateTime, Duration, Effect, Layer } from "effect"
+import { DateTime, Duration, Effect, Layer, Option } from "effect"
+import { AppConfig } from "../Config.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { SagaStore } from "./SagaStore.ts"
 
@@ -56,4 +57,12 @@ export const run = (settings: RetentionSettings) =>
     Effect.annotateLogs("component", "retention")
   )
 
-export const layer = (settings: RetentionSettings) => Layer.effectDiscard(Effect.forkScoped(run(settings)))
+/** Retention as configured (`ORCH_RETENTION`; `off` runs none), over the SagaStore in context. */
+export const layer = Layer.unwrap(
+  Effect.map(AppConfig, (config) =>
+    Option.match(config.retention, {
+      onNone: () => Layer.empty,
+      onSome: (keep) => Layer.effectDiscard(Effect.forkScoped(run({ ...defaultRetentionSettings, keep })))
+    })
+  )
+)
