@@ -17,6 +17,7 @@ import {
 } from "effect"
 import * as FileSystem from "effect/FileSystem"
 import type { Path } from "effect/Path"
+import { defaultMessageLimits, type MessageLimits } from "./domain/Messages.ts"
 
 export const SslMode = Schema.Literals(["disable", "require", "verify-full"])
 export type SslMode = typeof SslMode.Type
@@ -79,6 +80,8 @@ export interface AppConfigShape {
   readonly retention: Option.Option<Duration.Duration>
   /** How many bytes of contexts one page of a saga list may hold (`ORCH_MAX_PAGE_BYTES`). */
   readonly maxPageBytes: number
+  /** What a worker's reply or heartbeat may hold (`ORCH_MAX_REPLY_*`). */
+  readonly messageLimits: MessageLimits
   /** Bearer tokens of the HTTP API (secret file `api_tokens`, one per line); None when the file is absent. */
   readonly apiTokens: Option.Option<ReadonlyArray<Redacted.Redacted<string>>>
 }
@@ -101,6 +104,9 @@ const refusedPasswordVariables: ReadonlyArray<readonly [variable: string, file: 
 ]
 
 const optionalString = (name: string) => Config.option(Config.NonEmptyString(name))
+
+const positiveInt = (name: string, fallback: number) =>
+  Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), name).pipe(Config.withDefault(fallback))
 
 /** `ORCH_LOG_LEVEL`, in any case, `warning` for `warn` too; `info` when unset. */
 const logLevel = Effect.gen(function* () {
@@ -232,16 +238,18 @@ export const load: Effect.Effect<AppConfigShape, InvalidConfig, FileSystem.FileS
       secretsDir,
       otlpEndpoint: yield* optionalString("ORCH_OTLP_ENDPOINT"),
       allowPrivilegedDbRole: yield* Config.Boolean("ORCH_DB_ALLOW_PRIVILEGED_ROLE").pipe(Config.withDefault(false)),
-      maxContextBytes: yield* Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "ORCH_MAX_CONTEXT_BYTES").pipe(
-        Config.withDefault(65536)
-      ),
+      maxContextBytes: yield* positiveInt("ORCH_MAX_CONTEXT_BYTES", 65536),
       logLevel: yield* logLevel,
       // An Effect duration such as `15 minutes`.
       stuckThreshold: yield* Config.Duration("ORCH_STUCK_THRESHOLD").pipe(Config.withDefault(Duration.minutes(15))),
       retention: yield* retention,
-      maxPageBytes: yield* Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "ORCH_MAX_PAGE_BYTES").pipe(
-        Config.withDefault(2 * 1024 * 1024)
-      ),
+      maxPageBytes: yield* positiveInt("ORCH_MAX_PAGE_BYTES", 2 * 1024 * 1024),
+      messageLimits: {
+        bodyBytes: yield* positiveInt("ORCH_MAX_REPLY_BYTES", defaultMessageLimits.bodyBytes),
+        idLength: yield* positiveInt("ORCH_MAX_REPLY_ID_CHARS", defaultMessageLimits.idLength),
+        errorMessageLength: yield* positiveInt("ORCH_MAX_ERROR_MESSAGE_CHARS", defaultMessageLimits.errorMessageLength),
+        jsonDepth: yield* positiveInt("ORCH_MAX_REPLY_DEPTH", defaultMessageLimits.jsonDepth)
+      },
       apiTokens
     }
   }

@@ -88,7 +88,7 @@ const relay = OutboxRelay.layer({ ...OutboxRelay.defaultRelaySettings, idleDelay
 export const layer = Layer.mergeAll(
   HttpServer.layer,
   relay,
-  ReplyConsumer.layer(),
+  ReplyConsumer.layer,
   TimerScanner.layer(),
   Retention.layer,
   reportHealth,

@@ -39,7 +39,7 @@ describe("AppConfig", () => {
     })
   )
 
-  it.effect("keeps finished sagas 30 days unless ORCH_RETENTION says otherwise, or off; bounds pages at 2 MiB", () =>
+  it.effect("keeps finished sagas 30 days unless ORCH_RETENTION says otherwise, or off; reads the size limits", () =>
     Effect.gen(function* () {
       const dir = secretsDir({})
       const defaults = yield* loadWith({ ORCH_SECRETS_DIR: dir })
@@ -57,6 +57,25 @@ describe("AppConfig", () => {
         assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_RETENTION: bad }), "ORCH_RETENTION")
       }
       assert.include(yield* reasonOf({ ORCH_SECRETS_DIR: dir, ORCH_MAX_PAGE_BYTES: "0" }), "ORCH_MAX_PAGE_BYTES")
+      assert.deepStrictEqual(defaults.messageLimits, {
+        bodyBytes: 16 * 1024 * 1024,
+        idLength: 255,
+        errorMessageLength: 2_000,
+        jsonDepth: 64
+      })
+      const limits = yield* loadWith({
+        ORCH_SECRETS_DIR: dir,
+        ORCH_MAX_REPLY_BYTES: "1048576",
+        ORCH_MAX_REPLY_ID_CHARS: "64",
+        ORCH_MAX_ERROR_MESSAGE_CHARS: "500",
+        ORCH_MAX_REPLY_DEPTH: "16"
+      })
+      assert.deepStrictEqual(limits.messageLimits, {
+        bodyBytes: 1_048_576,
+        idLength: 64,
+        errorMessageLength: 500,
+        jsonDepth: 16
+      })
     })
   )
 

@@ -8,7 +8,15 @@
  * `traceparent`, so the engine's span for the reply, and the next task, join that trace.
  */
 import { Duration, Effect, Layer, Schedule } from "effect"
-import { decodeHeartbeat, decodeReply, isHeartbeatRoutingKey, messageLimits, Queues } from "../domain/Messages.ts"
+import { AppConfig } from "../Config.ts"
+import {
+  defaultMessageLimits,
+  type Inbound,
+  inbound,
+  isHeartbeatRoutingKey,
+  type MessageLimits,
+  Queues
+} from "../domain/Messages.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import * as TraceContext from "../observability/TraceContext.ts"
 import { Engine } from "../saga/Engine.ts"
@@ -39,10 +47,10 @@ const consumerSpan = (delivery: Delivery) => ({
  * unavailable) is acknowledged and forgotten — the next one, or the step's timeout, takes over. Only a malformed one
  * is dead-lettered: a worker's bug is worth seeing.
  */
-const handleHeartbeat = (delivery: Delivery) =>
+const handleHeartbeat = (messages: Inbound, delivery: Delivery) =>
   Effect.gen(function* () {
     const engine = yield* Engine
-    const decoded = yield* Effect.result(decodeHeartbeat(delivery.body))
+    const decoded = yield* Effect.result(messages.decodeHeartbeat(delivery.body))
     if (decoded._tag === "Failure") {
       return yield* deadLetter("malformed", `malformed heartbeat: ${decoded.failure.message}`)
     }
@@ -76,10 +84,10 @@ const holdWhileUnavailable = (apply: ReturnType<Engine["Service"]["reply"]>) =>
     Effect.catchTag("StoreUnavailable", (error) => Effect.die(error))
   )
 
-const handleReply = (delivery: Delivery) =>
+const handleReply = (messages: Inbound, delivery: Delivery) =>
   Effect.gen(function* () {
     const engine = yield* Engine
-    const decoded = yield* Effect.result(decodeReply(delivery.body))
+    const decoded = yield* Effect.result(messages.decodeReply(delivery.body))
     if (decoded._tag === "Failure") {
       return yield* deadLetter("malformed", `malformed reply: ${decoded.failure.message}`)
     }
@@ -109,29 +117,45 @@ const handleReply = (delivery: Delivery) =>
     })
   )
 
-/** A reply, or a heartbeat (routing key `<taskType>.heartbeat`). */
-export const handle = (delivery: Delivery) => {
+/** A reply, or a heartbeat (routing key `<taskType>.heartbeat`), under the limits `messages` was made with. */
+export const handle = (messages: Inbound) => (delivery: Delivery) => {
   const bytes = Buffer.byteLength(delivery.body, "utf8")
-  if (bytes > messageLimits.bodyBytes) {
-    return deadLetter("too_large", `message of ${bytes} bytes, over the limit of ${messageLimits.bodyBytes}`).pipe(
+  const limit = messages.limits.bodyBytes
+  if (bytes > limit) {
+    return deadLetter("too_large", `message of ${bytes} bytes, over the limit of ${limit}`).pipe(
       Effect.withSpan("ReplyConsumer.handle", consumerSpan(delivery))
     )
   }
-  return isHeartbeatRoutingKey(delivery.routingKey) ? handleHeartbeat(delivery) : handleReply(delivery)
+  return isHeartbeatRoutingKey(delivery.routingKey)
+    ? handleHeartbeat(messages, delivery)
+    : handleReply(messages, delivery)
 }
 
-export const run = (prefetch = 50) =>
-  Effect.flatMap(Broker, (broker) =>
-    Metrics.registerDeadLetterReasons.pipe(Effect.andThen(broker.consume(Queues.replies, handle, { prefetch })))
-  )
+export interface ConsumerSettings {
+  readonly prefetch: number
+  readonly limits: MessageLimits
+}
 
-/** Keeps consuming: when the broker goes away the consumer starts again once it is back. */
-export const layer = (prefetch = 50) =>
-  Layer.effectDiscard(
-    Effect.forkScoped(
-      run(prefetch).pipe(
-        Effect.tapError((error) => Effect.logWarning("reply consumer interrupted; resuming", error.message)),
-        Effect.retry(Schedule.spaced("1 second"))
+export const defaultConsumerSettings: ConsumerSettings = { prefetch: 50, limits: defaultMessageLimits }
+
+export const run = (settings: Partial<ConsumerSettings> = {}) => {
+  const { prefetch, limits } = { ...defaultConsumerSettings, ...settings }
+  const handler = handle(inbound(limits))
+  return Effect.flatMap(Broker, (broker) =>
+    Metrics.registerDeadLetterReasons.pipe(Effect.andThen(broker.consume(Queues.replies, handler, { prefetch })))
+  )
+}
+
+/** Keeps consuming, under the configured limits: when the broker goes away it starts again once it is back. */
+export const layer = Layer.unwrap(
+  Effect.map(AppConfig, (config) =>
+    Layer.effectDiscard(
+      Effect.forkScoped(
+        run({ limits: config.messageLimits }).pipe(
+          Effect.tapError((error) => Effect.logWarning("reply consumer interrupted; resuming", error.message)),
+          Effect.retry(Schedule.spaced("1 second"))
+        )
       )
     )
   )
+)

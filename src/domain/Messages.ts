@@ -3,7 +3,7 @@
  * External workers rely on these exact shapes.
  */
 import { Schema, SchemaTransformation } from "effect"
-import { StorableJsonObject, StorableString } from "./Storable.ts"
+import { maxJsonDepth, StorableString, storableWithin } from "./Storable.ts"
 
 export const Exchanges = {
   tasks: "orchestrator.tasks",
@@ -71,20 +71,27 @@ export const CancellationNotice = Schema.Struct({
 export type CancellationNotice = typeof CancellationNotice.Type
 
 /** Limits on what workers send: ids and codes are short; a long error message is kept, shortened, never refused. */
-export const messageLimits = {
-  /**
-   * A reply's or heartbeat's body, in bytes (RabbitMQ 4's own default limit): room for a long error message, which
-   * is shortened, not refused; a result must fit the saga's context limit anyway.
-   */
-  bodyBytes: 16 * 1024 * 1024,
+export interface MessageLimits {
+  /** A reply's or heartbeat's body, in bytes. */
+  readonly bodyBytes: number
   /** Saga ids, task ids, error codes: characters. */
-  idLength: 255,
+  readonly idLength: number
   /** Error messages: characters kept; the rest is cut and the cut marked. */
-  errorMessageLength: 2_000
-} as const
+  readonly errorMessageLength: number
+  /** How deep a result may nest. */
+  readonly jsonDepth: number
+}
 
-/** An id or code from a worker: text PostgreSQL can store, of bounded length. */
-const Id = StorableString.check(Schema.isMaxLength(messageLimits.idLength))
+/**
+ * The defaults (each configurable, see README): a body up to RabbitMQ 4's own default limit, room for a long error
+ * message, which is shortened, not refused — a result must fit the saga's context limit anyway.
+ */
+export const defaultMessageLimits: MessageLimits = {
+  bodyBytes: 16 * 1024 * 1024,
+  idLength: 255,
+  errorMessageLength: 2_000,
+  jsonDepth: maxJsonDepth
+}
 
 /** Cuts `text` to `limit` characters (never inside a surrogate pair), saying how long it was. */
 export const truncate = (text: string, limit: number): string => {
@@ -92,41 +99,6 @@ export const truncate = (text: string, limit: number): string => {
   const end = /[\ud800-\udbff]/.test(text.charAt(limit - 1)) ? limit - 1 : limit
   return `${text.slice(0, end)}… [truncated from ${text.length} characters]`
 }
-
-/** A worker's error message: a long one is shortened (and says so) rather than refused. */
-const ErrorMessage = StorableString.pipe(
-  Schema.decodeTo(
-    Schema.String,
-    SchemaTransformation.transform({
-      decode: (text) => truncate(text, messageLimits.errorMessageLength),
-      encode: (text) => text
-    })
-  )
-)
-
-export const TaskError = Schema.Struct({
-  code: Id,
-  message: ErrorMessage,
-  retryable: Schema.Boolean
-})
-export type TaskError = typeof TaskError.Type
-
-/**
- * A worker's answer to one task, published to `orchestrator.replies` with routing key = the task type. Everything in
- * it is something PostgreSQL can store, nested at most 64 deep: anything else is malformed, and dead-lettered.
- */
-export const ReplyMessage = Schema.Struct({
-  sagaId: Id,
-  taskId: Id,
-  outcome: Schema.Literals(["succeeded", "failed"]),
-  result: Schema.optionalKey(StorableJsonObject),
-  error: Schema.optionalKey(TaskError)
-})
-export type ReplyMessage = typeof ReplyMessage.Type
-
-/** The routing key of a task type's heartbeats, on the replies exchange. */
-export const heartbeatRoutingKey = (taskType: string) => `${taskType}.heartbeat`
-export const isHeartbeatRoutingKey = (routingKey: string) => routingKey.endsWith(".heartbeat")
 
 /** How far a worker is, in its own words: both optional. */
 export const TaskProgress = Schema.Struct({
@@ -136,19 +108,72 @@ export const TaskProgress = Schema.Struct({
 export type TaskProgress = typeof TaskProgress.Type
 
 /**
- * A sign of life from a worker for a task it is working on, routing key `<taskType>.heartbeat` on the replies
- * exchange. It keeps an attempt whose step expects heartbeats from timing out, and its progress shows in the API. It
- * is not a step: it changes neither the saga's state nor its history, and one for a task no longer awaited is ignored.
+ * The messages workers send, under `limits`. Everything in them is something PostgreSQL can store: anything else is
+ * malformed, and dead-lettered.
  */
-export const HeartbeatMessage = Schema.Struct({
-  sagaId: Id,
-  taskId: Id,
-  progress: Schema.optionalKey(TaskProgress)
-})
+export const inbound = (limits: MessageLimits) => {
+  /** An id or code from a worker: text PostgreSQL can store, of bounded length. */
+  const Id = StorableString.check(Schema.isMaxLength(limits.idLength))
+
+  /** A worker's error message: a long one is shortened (and says so) rather than refused. */
+  const ErrorMessage = StorableString.pipe(
+    Schema.decodeTo(
+      Schema.String,
+      SchemaTransformation.transform({
+        decode: (text) => truncate(text, limits.errorMessageLength),
+        encode: (text) => text
+      })
+    )
+  )
+
+  const TaskError = Schema.Struct({ code: Id, message: ErrorMessage, retryable: Schema.Boolean })
+
+  /** A worker's answer to one task, published to `orchestrator.replies` with routing key = the task type. */
+  const ReplyMessage = Schema.Struct({
+    sagaId: Id,
+    taskId: Id,
+    outcome: Schema.Literals(["succeeded", "failed"]),
+    result: Schema.optionalKey(Schema.Record(Schema.String, Schema.Json).check(storableWithin(limits.jsonDepth))),
+    error: Schema.optionalKey(TaskError)
+  })
+
+  /**
+   * A sign of life from a worker for a task it is working on, routing key `<taskType>.heartbeat` on the replies
+   * exchange. It keeps an attempt whose step expects heartbeats from timing out, and its progress shows in the API.
+   * It is not a step: it changes neither the saga's state nor its history, and one for a task no longer awaited is
+   * ignored.
+   */
+  const HeartbeatMessage = Schema.Struct({ sagaId: Id, taskId: Id, progress: Schema.optionalKey(TaskProgress) })
+
+  return {
+    limits,
+    TaskError,
+    ReplyMessage,
+    HeartbeatMessage,
+    /** A reply from the raw message body (JSON text). */
+    decodeReply: Schema.decodeUnknownEffect(Schema.fromJsonString(ReplyMessage)),
+    decodeHeartbeat: Schema.decodeUnknownEffect(Schema.fromJsonString(HeartbeatMessage))
+  }
+}
+export type Inbound = ReturnType<typeof inbound>
+
+const defaultInbound = inbound(defaultMessageLimits)
+
+export const TaskError = defaultInbound.TaskError
+export type TaskError = typeof TaskError.Type
+
+export const ReplyMessage = defaultInbound.ReplyMessage
+export type ReplyMessage = typeof ReplyMessage.Type
+
+/** The routing key of a task type's heartbeats, on the replies exchange. */
+export const heartbeatRoutingKey = (taskType: string) => `${taskType}.heartbeat`
+export const isHeartbeatRoutingKey = (routingKey: string) => routingKey.endsWith(".heartbeat")
+
+export const HeartbeatMessage = defaultInbound.HeartbeatMessage
 export type HeartbeatMessage = typeof HeartbeatMessage.Type
 
-/** Decodes a reply from the raw message body (JSON text). */
-export const decodeReply = Schema.decodeUnknownEffect(Schema.fromJsonString(ReplyMessage))
+/** Decodes a reply from the raw message body (JSON text), under the default limits. */
+export const decodeReply = defaultInbound.decodeReply
 export const decodeTask = Schema.decodeUnknownEffect(Schema.fromJsonString(TaskMessage))
 export const decodeCancellation = Schema.decodeUnknownEffect(Schema.fromJsonString(CancellationNotice))
-export const decodeHeartbeat = Schema.decodeUnknownEffect(Schema.fromJsonString(HeartbeatMessage))
+export const decodeHeartbeat = defaultInbound.decodeHeartbeat

@@ -69,11 +69,15 @@ export const findUnstorable = (value: unknown, maxDepth: number = maxJsonDepth):
   return undefined
 }
 
-/** A filter for any value: refuses what PostgreSQL could not store, with the path of the offending value. */
-export const storable = Schema.makeFilter<unknown>((value) => {
-  const found = findUnstorable(value)
-  return found === undefined ? undefined : { path: found.path, issue: found.message }
-})
+/** A filter for any value: refuses what PostgreSQL could not store, or nests deeper than `maxDepth`, with its path. */
+export const storableWithin = (maxDepth: number) =>
+  Schema.makeFilter<unknown>((value) => {
+    const found = findUnstorable(value, maxDepth)
+    return found === undefined ? undefined : { path: found.path, issue: found.message }
+  })
+
+/** `storableWithin` the default depth. */
+export const storable = storableWithin(maxJsonDepth)
 
 /** Text PostgreSQL can store. */
 export const StorableString = Schema.String.check(Schema.makeFilter((text: string) => textProblem(text)))

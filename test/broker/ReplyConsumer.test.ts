@@ -9,14 +9,20 @@ import { TestClock } from "effect/testing"
 import * as MemoryBroker from "../../src/broker/MemoryBroker.ts"
 import * as ReplyConsumer from "../../src/broker/ReplyConsumer.ts"
 import { StoreUnavailable } from "../../src/domain/errors.ts"
-import { deadLetterReasonHeader, Exchanges, Queues, type TaskMessage } from "../../src/domain/Messages.ts"
+import {
+  deadLetterReasonHeader,
+  defaultMessageLimits,
+  Exchanges,
+  Queues,
+  type TaskMessage
+} from "../../src/domain/Messages.ts"
 import type { SagaId } from "../../src/domain/Saga.ts"
 import * as Engine from "../../src/saga/Engine.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import { BalanceCalculation } from "../../src/sagas/BalanceCalculation.ts"
 import * as MemorySagaStore from "../../src/store/MemorySagaStore.ts"
 import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
-import { input, results, succeeded, takeTask } from "../saga/harness.ts"
+import { failed, input, results, succeeded, takeTask } from "../saga/harness.ts"
 import { eventually } from "../utils/eventually.ts"
 
 /** Switches the store's transactions off and on, and counts them. */
@@ -210,6 +216,35 @@ describe("ReplyConsumer", () => {
       const [, failed] = yield* store.history(saga.id)
       const message = String((failed?.detail as { message?: unknown } | null)?.message)
       assert.strictEqual(message, `${"e".repeat(2_000)}… [truncated from 5000000 characters]`)
+    }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
+  )
+
+  it.effect("applies the configured limits: a shorter error message kept, a smaller body refused", () =>
+    Effect.gen(function* () {
+      const store = yield* SagaStore
+      const { saga, task } = yield* started
+      yield* Effect.forkScoped(
+        ReplyConsumer.run({ limits: { ...defaultMessageLimits, bodyBytes: 2_048, errorMessageLength: 10 } })
+      )
+      yield* sendReply(JSON.stringify(succeeded(task, { branch: "b".repeat(3_000), commitSha: "c" })), "big-1")
+      yield* eventually(
+        "the reply over 2 kB is dead-lettered",
+        Effect.map(deadLetters, (dead) => dead.length === 1)
+      )
+      const failure = {
+        ...failed(task, "no_such_repo", false),
+        error: { code: "x", message: "m".repeat(50), retryable: false }
+      }
+      yield* sendReply(JSON.stringify(failure), "fatal-1")
+      yield* eventually(
+        "the failure is applied",
+        Effect.map(get(saga.id), (s) => s.status === "COMPENSATING")
+      )
+      const [, failedStep] = yield* store.history(saga.id)
+      assert.strictEqual(
+        (failedStep?.detail as { message?: unknown } | null)?.message,
+        `${"m".repeat(10)}… [truncated from 50 characters]`
+      )
     }).pipe(Effect.provide(runtime(MemorySagaStore.layerMemory())))
   )
 
