@@ -194,6 +194,11 @@ layer(Layer.merge(testDatabase({ migrated: false }), NodeServices.layer), {
           resultsRef: "results/u/",
           resultsCommitSha: "d".repeat(40)
         })
+        // What the engine wrote since keeps its bookkeeping out of the context too.
+        assert.strictEqual(
+          (yield* db.superuser("SELECT count(*) FROM orchestrator.saga_instances WHERE context ? '$saga'")).trim(),
+          "0"
+        )
         // One history row per version, none missing, none twice, across the upgrade.
         const gaps = yield* db.superuser(`
             SELECT count(*) FROM orchestrator.saga_instances s
