@@ -21,18 +21,23 @@ export const deadLetterReasonHeader = "x-orchestrator-reason"
 
 const JsonObject = Schema.Record(Schema.String, Schema.Json)
 
+/** What names one attempt of one task, in a task and in its cancellation notice. */
+const taskAttempt = {
+  sagaId: Schema.String,
+  sagaType: Schema.String,
+  taskId: Schema.String,
+  taskType: Schema.String,
+  stepKey: Schema.String,
+  attempt: Schema.Int
+}
+
 /**
  * Sent to a worker, routing key = `taskType`. `taskId` is new for every attempt: a reply names it, and only a reply to
  * the awaited task id counts. `stepKey` is the same for every attempt of one step of one saga (and another for the
  * step's compensation): workers make side effects idempotent by it, so a retried attempt finds the work it already did.
  */
 export const TaskMessage = Schema.Struct({
-  sagaId: Schema.String,
-  sagaType: Schema.String,
-  taskId: Schema.String,
-  taskType: Schema.String,
-  stepKey: Schema.String,
-  attempt: Schema.Int,
+  ...taskAttempt,
   replyTo: Schema.Literal(Queues.replies),
   /**
    * Present when the step expects heartbeats: an attempt with no heartbeat (or reply) for this long is given up as
@@ -59,15 +64,7 @@ export type CancellationReason = typeof CancellationReason.Type
  * a worker still working on it may stop. A reply for it is ignored from then on. Best effort, like any message: a
  * worker must not rely on receiving it.
  */
-export const CancellationNotice = Schema.Struct({
-  sagaId: Schema.String,
-  sagaType: Schema.String,
-  taskId: Schema.String,
-  taskType: Schema.String,
-  stepKey: Schema.String,
-  attempt: Schema.Int,
-  reason: CancellationReason
-})
+export const CancellationNotice = Schema.Struct({ ...taskAttempt, reason: CancellationReason })
 export type CancellationNotice = typeof CancellationNotice.Type
 
 /** Limits on what workers send: ids and codes are short; a long error message is kept, shortened, never refused. */

@@ -24,33 +24,15 @@ import type { SagaId } from "../../src/domain/Saga.ts"
 import * as R from "../../src/http/Api/Representations.ts"
 import { ApiTokens } from "../../src/http/ApiTokens.ts"
 import * as Server from "../../src/http/Server.ts"
-import { backoff, define, task } from "../../src/saga/Definition.ts"
 import * as Engine from "../../src/saga/Engine.ts"
 import { SagaRegistry } from "../../src/saga/Registry.ts"
 import * as TimerScanner from "../../src/saga/TimerScanner.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
+import { crunching, crunchingType } from "../utils/crunching.ts"
 import { adminConnection, TestVhost, layerVhost as testVhost } from "../utils/rabbit.ts"
 import { layerStore as testStore } from "../utils/TestDatabase.ts"
 
-const Crunch = define({
-  type: "HEARTBEAT_E2E",
-  version: 1,
-  input: Schema.Struct({ ref: Schema.String }),
-  initialContext: (input) => ({ ...input }),
-  steps: [
-    task({
-      name: "crunch",
-      state: "CRUNCHING",
-      taskType: "test.crunch",
-      payload: (c) => ({ ref: c.ref }),
-      result: Schema.Struct({ outputRef: Schema.String }),
-      onSuccess: (c, r) => ({ ...c, outputRef: r.outputRef }),
-      timeout: "1 hour",
-      heartbeatTimeout: "2 seconds",
-      retry: backoff({ attempts: 3, initial: "200 millis" })
-    })
-  ]
-})
+const Crunch = crunching({ timeout: "1 hour", retryAfter: "200 millis" })
 
 const token = `heartbeat-${crypto.randomUUID()}`
 
@@ -165,7 +147,7 @@ layer(runtime, { excludeTestServices: true, timeout: "60 seconds" })("heartbeats
         yield* worker(connection, seen)
         yield* loops
         const started = yield* Clock.currentTimeMillis
-        const { saga } = yield* Engine.Engine.use((engine) => engine.start("HEARTBEAT_E2E", { ref: "in/1" }))
+        const { saga } = yield* Engine.Engine.use((engine) => engine.start(crunchingType, { ref: "in/1" }))
 
         const notice = yield* waitFor(
           "the silent attempt's notice",

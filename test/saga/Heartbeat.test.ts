@@ -3,38 +3,17 @@
  * keeps one whose worker heartbeats, and shows the worker's progress — all without a step of its own.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Schema } from "effect"
+import { Duration, Effect } from "effect"
 import { TestClock } from "effect/testing"
 import type { TaskMessage } from "../../src/domain/Messages.ts"
 import type { SagaId } from "../../src/domain/Saga.ts"
-import { backoff, define, task } from "../../src/saga/Definition.ts"
 import { readProgress } from "../../src/saga/Engine/moves.ts"
 import { Engine } from "../../src/saga/Engine.ts"
 import { SagaStore } from "../../src/store/SagaStore.ts"
+import { crunching, crunchingType } from "../utils/crunching.ts"
 import { fireDueTimers, history, layer, reply, succeeded, takeOutbox, takeTask } from "./harness.ts"
 
-const crunching = (timeout: Duration.Input) =>
-  define({
-    type: "HEARTBEAT_TEST",
-    version: 1,
-    input: Schema.Struct({ ref: Schema.String }),
-    initialContext: (input) => ({ ...input }),
-    steps: [
-      task({
-        name: "crunch",
-        state: "CRUNCHING",
-        taskType: "test.crunch",
-        payload: (c) => ({ ref: c.ref }),
-        result: Schema.Struct({}),
-        onSuccess: (c) => c,
-        timeout,
-        heartbeatTimeout: "2 seconds",
-        retry: backoff({ attempts: 3, initial: "1 second" })
-      })
-    ]
-  })
-
-const start = Effect.flatMap(Engine, (engine) => engine.start("HEARTBEAT_TEST", { ref: "inputs/x" }))
+const start = Effect.flatMap(Engine, (engine) => engine.start(crunchingType, { ref: "inputs/x" }))
 const get = (id: SagaId) => Effect.flatMap(SagaStore, (store) => store.get(id))
 const beat = (task: TaskMessage, percent: number) =>
   Effect.flatMap(Engine, (engine) =>
@@ -65,7 +44,7 @@ describe("Engine: heartbeats", () => {
       ])
       const [, scheduled] = yield* SagaStore.use((store) => store.history(saga.id))
       assert.deepInclude(scheduled?.detail, { code: "heartbeat_timeout" })
-    }).pipe(Effect.provide(layer([crunching("1 hour")])))
+    }).pipe(Effect.provide(layer([crunching({ timeout: "1 hour", retryAfter: "1 second" })])))
   )
 
   it.effect("keeps the attempt of a worker that heartbeats for 10 s, shows its progress, and completes it", () =>
@@ -87,7 +66,7 @@ describe("Engine: heartbeats", () => {
       assert.isUndefined((yield* readProgress(done)).heartbeat, "a heartbeat belongs to the attempt it came for")
       assert.isFalse(yield* beat(work, 100), "a heartbeat for a task no longer awaited is ignored")
       assert.strictEqual((yield* get(saga.id)).lockVersion, done.lockVersion)
-    }).pipe(Effect.provide(layer([crunching("1 hour")])))
+    }).pipe(Effect.provide(layer([crunching({ timeout: "1 hour", retryAfter: "1 second" })])))
   )
 
   it.effect("still ends the attempt at the step's timeout, however long the worker heartbeats", () =>
@@ -102,7 +81,7 @@ describe("Engine: heartbeats", () => {
       assert.strictEqual(yield* fireDueTimers, 1)
       const { cancellations } = yield* takeOutbox
       assert.deepInclude(cancellations[0], { taskId: work.taskId, reason: "timed_out" })
-    }).pipe(Effect.provide(layer([crunching("5 seconds")])))
+    }).pipe(Effect.provide(layer([crunching({ timeout: "5 seconds", retryAfter: "1 second" })])))
   )
 
   it.effect("ignores heartbeats that name no awaited task", () =>
@@ -114,6 +93,6 @@ describe("Engine: heartbeats", () => {
       assert.isFalse(yield* engine.heartbeat({ sagaId: "0190f5a4-7c1e-7d2a-9b3c-4d5e6f708192", taskId: work.taskId }))
       assert.isFalse(yield* engine.heartbeat({ sagaId: "not a saga id", taskId: work.taskId }))
       assert.isUndefined((yield* readProgress(yield* get(saga.id))).heartbeat)
-    }).pipe(Effect.provide(layer([crunching("1 hour")])))
+    }).pipe(Effect.provide(layer([crunching({ timeout: "1 hour", retryAfter: "1 second" })])))
   )
 })
