@@ -1,5 +1,5 @@
 /**
- * The saga state store. `saga_instances` is the logical model of DESIGN §3, column for column; the other tables
+ * The saga state store. `saga_instances` is the seed's logical model, column for column; the other tables
  * carry what one row per saga cannot, each written in the same transaction as the saga row it belongs to.
  */
 import { Effect } from "effect"

@@ -1,6 +1,6 @@
 /**
  * Typed configuration: settings from `ORCH_*` environment variables, secrets only from files in the secrets
- * directory (DESIGN §7). A password offered through the environment is refused, naming the file to use instead.
+ * directory. A password offered through the environment is refused, naming the file to use instead.
  */
 import {
   Config,

@@ -1,5 +1,5 @@
 /**
- * The Broker port on RabbitMQ (DESIGN §5), with amqplib. One supervised connection per service instance: when it is
+ * The Broker port on RabbitMQ, with amqplib. One supervised connection per service instance: when it is
  * lost it is opened again with back-off and the topology declared again (AmqpBroker/connection.ts).
  *
  * - publish: on the connection's confirm channel; succeeds once RabbitMQ confirmed every message of the batch. With
@@ -81,7 +81,7 @@ export const make = Effect.fnUntraced(function* (options: Options) {
 /** The broker on explicit settings (tests, tools). */
 export const layerConfig = (options: Options) => Layer.effect(Broker, make(options))
 
-/** The broker on the service configuration: `ORCH_AMQP_URL` and the secret file `amqp_password` (DESIGN §7). */
+/** The broker on the service configuration: `ORCH_AMQP_URL` and the secret file `amqp_password`. */
 export const layer = Layer.unwrap(
   Effect.gen(function* () {
     const config = yield* AppConfig

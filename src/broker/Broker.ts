@@ -1,6 +1,6 @@
 import { Context, type Effect, Schema } from "effect"
 
-/** A message as it goes onto the wire: persistent, JSON, with a unique message id (DESIGN §5). */
+/** A message as it goes onto the wire: persistent, JSON, with a unique message id. */
 export interface OutgoingMessage {
   readonly exchange: string
   readonly routingKey: string

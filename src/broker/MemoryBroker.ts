@@ -266,7 +266,7 @@ export const make = Effect.sync(() => {
     bindings: Effect.sync(() => [...bindings])
   })
 
-  // The topology of DESIGN §5.
+  // The topology (docs/contract/asyncapi.yaml).
   for (const exchange of Object.values(Exchanges)) exchanges.add(exchange)
   bindings = [
     { queue: Queues.replies, exchange: Exchanges.replies, pattern: "#" },

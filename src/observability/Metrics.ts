@@ -1,5 +1,5 @@
 /**
- * Prometheus metrics (DESIGN §8). Counters and the step-latency histogram live in Effect's metric registry and move
+ * Prometheus metrics. Counters and the step-latency histogram live in Effect's metric registry and move
  * where things happen: the engine counts a transition once it committed (never a retried attempt), the reply
  * consumer counts what it dead-letters. Gauges of the store's state are read when Prometheus scrapes, so they are
  * never stale and never keep series of states no saga is in any more. `prometheusText` renders both.

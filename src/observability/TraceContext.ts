@@ -1,5 +1,5 @@
 /**
- * W3C trace context on messages (DESIGN §5): every task message carries the `traceparent` of the span that decided
+ * W3C trace context on messages: every task message carries the `traceparent` of the span that decided
  * to send it, and a reply's `traceparent` makes the span that handles it part of the worker's trace.
  */
 import { Context, Effect, Option, Tracer } from "effect"

@@ -1,5 +1,5 @@
 /**
- * Simulated workers for the reference saga (DESIGN §10), for the embedded mode and for tests. They take every task
+ * Simulated workers for the reference saga, for the embedded mode and for tests. They take every task
  * from `orchestrator.tasks` and reply as real workers would, with configurable latency, failures, duplicate and late
  * replies, or a scripted plan per task. Time is `Effect.sleep` and chance is the `Random` service, so `TestClock`
  * and a seed make a run reproducible.

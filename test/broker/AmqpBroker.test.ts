@@ -116,7 +116,7 @@ const broker = Layer.effect(
 brokerContract("Broker contract: RabbitMQ", Layer.mergeAll(broker, fixture).pipe(Layer.provideMerge(layerVhost())))
 
 layer(layerVhost(), { excludeTestServices: true, timeout: "60 seconds" })("AmqpBroker on RabbitMQ", (it) => {
-  it.effect("declares the topology of DESIGN §5 idempotently, with several instances starting at once", () =>
+  it.effect("declares the topology idempotently, with several instances starting at once", () =>
     Effect.gen(function* () {
       const vhost = yield* TestVhost
       yield* Effect.all(

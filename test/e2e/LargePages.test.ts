@@ -45,7 +45,6 @@ layer(Layer.mergeAll(testStore(), testVhost()), { excludeTestServices: true, tim
         yield* service.waitFor(/consuming queue 'orchestrator.replies'/, 30_000)
         const token = readFileSync(join(directory, "api_tokens"), "utf8").trim()
         const pid = service.child.pid ?? 0
-        const before = peakMiB(pid)
 
         const list = (cursor?: string) =>
           fetch(`http://127.0.0.1:${port}/v1/sagas?limit=500${cursor === undefined ? "" : `&cursor=${cursor}`}`, {

@@ -1,6 +1,6 @@
 /**
  * The OpenAPI document the server serves: valid OpenAPI 3.1 (checked against the specification's JSON schema), and
- * complete: every route of DESIGN §6 with its methods, parameters, security and responses, and each documented
+ * complete: every documented route (README, HTTP API) with its methods, parameters, security and responses, and each documented
  * operation really served.
  */
 import { assert, layer } from "@effect/vitest"
@@ -40,7 +40,7 @@ const declaredProblems = Object.values(Problems).flatMap((value) => {
     : []
 })
 
-/** DESIGN §6, route by route. */
+/** The API as the README documents it, route by route. */
 const routes: Record<string, ReadonlyArray<string>> = {
   "/v1/sagas": ["get", "post"],
   "/v1/sagas/stuck": ["get"],

@@ -1,5 +1,5 @@
 /**
- * PostgreSQL in high availability, as production runs it (DESIGN §8, TR-DB-1), on loopback: one etcd member, two
+ * PostgreSQL in high availability, as production runs it (TR-DB-1), on loopback: one etcd member, two
  * Patroni nodes (a leader and its synchronous replica) and HAProxy in front, which sends clients to whichever node
  * Patroni's REST API calls the writable primary. Everything lives in a temp directory owned by the `postgres` user
  * and runs on free ports; configurations come from templates.ts. The database `orchestrator` is bootstrapped

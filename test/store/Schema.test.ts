@@ -1,5 +1,5 @@
 /**
- * The schema the migrations leave behind, read back from the catalog, against DESIGN §3; and, on 100k sagas, the
+ * The schema the migrations leave behind, read back from the catalog, against the documented model (README, Database); and, on 100k sagas, the
  * plans PostgreSQL picks for the store's own queries (captured from PgSagaStore as it runs them), so that a
  * dropped or unusable index shows up here rather than as a slow operator screen in production.
  */
@@ -163,9 +163,9 @@ const insertRow = (sql: PgClient.PgClient, id: string, status: string, at?: stri
     VALUES (${id}, 'SCHEMA_TEST', 'PREPARING', ${status}, '{}', '{}', ${id},
             ${at === undefined ? sql`now()` : at}, ${at === undefined ? sql`now()` : at})`
 
-layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("saga store schema (DESIGN §3)", (it) => {
+layer(testLayer, { excludeTestServices: true, timeout: "120 seconds" })("saga store schema", (it) => {
   it.effect(
-    "saga_instances has the columns of DESIGN §3 and the engine's progress, all NOT NULL, instants with time zone",
+    "saga_instances has the documented columns and the engine's progress, all NOT NULL, instants with time zone",
     () =>
       Effect.gen(function* () {
         const sql = yield* Superuser

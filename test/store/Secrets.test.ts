@@ -1,5 +1,5 @@
 /**
- * Secrets never leak (DESIGN §7, TR-DB-8): the service runs as an OS process against a private PostgreSQL cluster
+ * Secrets never leak (TR-DB-8): the service runs as an OS process against a private PostgreSQL cluster
  * that requires a password on TCP (scram-sha-256) and a RabbitMQ user of this file's own, with distinctive random
  * secrets in its secrets directory. Its output, every HTTP response (bodies and headers, successes and refusals),
  * its environment and its command line are searched for each secret, as written and base64- / URL-encoded. A wrong

@@ -1,6 +1,6 @@
 /**
  * The connection to RabbitMQ, supervised. It is opened with the password taken from its `Redacted` secret only at
- * connect time, the topology of DESIGN §5 is declared on it, and whenever it is lost (broker restart, network loss,
+ * connect time, the topology (docs/contract/asyncapi.yaml) is declared on it, and whenever it is lost (broker restart, network loss,
  * missed heartbeats) it is opened again with exponential back-off and the topology declared again. While there is
  * no connection, `current` fails at once saying why, and `next` waits for the next one.
  */
@@ -41,7 +41,7 @@ export interface Supervisor {
   readonly redact: (text: string) => string
 }
 
-/** The topology of DESIGN §5. Declaring is idempotent, so instances starting together all declare it. */
+/** The topology (docs/contract/asyncapi.yaml). Declaring is idempotent, so instances starting together all declare it. */
 const declareTopology = async (channel: Amqp.Channel) => {
   for (const exchange of Object.values(Exchanges)) await channel.assertExchange(exchange, "topic", { durable: true })
   // Quorum queues: replicated, and safe for data that must not be lost. Anything RabbitMQ itself dead-letters from

@@ -67,7 +67,7 @@ export const startScoped = (args: ReadonlyArray<string>, env: Record<string, str
       }).pipe(Effect.timeout("10 seconds"), Effect.ignore)
   )
 
-/** The service's environment (DESIGN §7): passwords only in files, the AMQP URL without one. */
+/** The service's environment: passwords only in files, the AMQP URL without one. */
 export const serviceEnvironment = (endpoints: Endpoints, secrets: string, httpPort: number) => ({
   ORCH_DB_HOST: endpoints.database.host,
   ORCH_DB_PORT: String(endpoints.database.port),
