@@ -1,39 +1,5 @@
 #!/usr/bin/env node
-import { NodeServices } from "@effect/platform-node"
-import { Console, Data, Effect, Layer, Predicate, Runtime } from "effect"
-import { Command } from "effect/cli"
-import { AppConfig } from "./Config.ts"
-import { contractCommand } from "./commands/contract.ts"
-import { definitionsCommand } from "./commands/definitions.ts"
-import { migrate } from "./commands/migrate.ts"
-import { purge } from "./commands/purge.ts"
-import { sagas } from "./commands/sagas.ts"
-import { serve } from "./commands/serve.ts"
-import { runMain } from "./runMain.ts"
+/** CLI entry (`orchestrator`): the commands, once loaded (see entry.ts for a stop meanwhile). */
+import { runWhenLoaded } from "./entry.ts"
 
-const orchestrator = Command.make("orchestrator").pipe(
-  Command.withDescription("Saga orchestrator of the Balance+ platform"),
-  Command.withSubcommands([serve, migrate, sagas, purge, definitionsCommand, contractCommand])
-)
-
-/** A command failed and said why on stderr: exit 1 without a stack trace. */
-class CommandFailed extends Data.TaggedError("CommandFailed")<{}> {
-  override readonly [Runtime.errorReported] = false
-}
-
-/** Errors the command line parser has already explained (with the command's help). */
-const explained = (error: unknown) => Predicate.hasProperty(error, Runtime.errorReported)
-
-orchestrator.pipe(
-  Command.run({ version: "0.1.0" }),
-  Effect.catch(
-    (error): Effect.Effect<never, unknown> =>
-      explained(error)
-        ? Effect.fail(error)
-        : Console.error(
-            `error: ${Predicate.hasProperty(error, "message") ? String(error.message) : String(error)}`
-          ).pipe(Effect.andThen(Effect.fail(new CommandFailed())))
-  ),
-  Effect.provide(AppConfig.layer.pipe(Layer.provideMerge(NodeServices.layer))),
-  runMain
-)
+await runWhenLoaded(() => import("./commands/index.ts"))

@@ -1,5 +1,4 @@
-import { Layer } from "effect"
-import * as Orchestrator from "./Orchestrator.ts"
-import { runMain } from "./runMain.ts"
+/** Service entry: the service, once loaded (see entry.ts for a stop meanwhile). */
+import { runWhenLoaded } from "./entry.ts"
 
-Layer.launch(Orchestrator.layer).pipe(runMain)
+await runWhenLoaded(() => import("./service.ts"))
