@@ -20,6 +20,7 @@ const unit = [
   "test/http/Fuzz.test.ts",
   "test/http/OpenApi.test.ts",
   "test/http/Problems.test.ts",
+  "test/http/ServerErrors.test.ts",
   "test/observability/Logging.test.ts",
   "test/observability/Metrics.test.ts",
   "test/observability/Observability.test.ts",
