@@ -22,7 +22,7 @@
  * consecutive transitions of one saga (commit → task relayed and confirmed → worker → reply → next commit).
  */
 import { join } from "node:path"
-import { Effect, Layer, References } from "effect"
+import { type Duration, Effect, Layer, References } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SagaId } from "../src/domain/Saga.ts"
 import * as Engine from "../src/saga/Engine.ts"
@@ -129,6 +129,25 @@ const input = (n: number, label: string) => ({
   requestedBy: "bench"
 })
 
+/**
+ * The engineers, for as long as the scope lasts: condenser data for every saga that waits for it, looked for every
+ * `every`. Signals that come too late (the saga moved on) are ignored.
+ */
+export const signalWaiting = (every: Duration.Input) =>
+  Effect.gen(function* () {
+    const engine = yield* Engine.Engine
+    const store = yield* SagaStore
+    while (true) {
+      const page = yield* store.find({ state: "AWAITING_CONDENSER_INPUT", limit: 500 })
+      yield* Effect.forEach(
+        page.items,
+        (saga) => engine.signal(saga.id, "condenser_input", { condenserDataRef: "c/x.json" }).pipe(Effect.ignore),
+        { concurrency: 8, discard: true }
+      )
+      yield* Effect.sleep(every)
+    }
+  }).pipe(Effect.ignore)
+
 const sum = (values: ReadonlyArray<number>) => values.reduce((a, b) => a + b, 0)
 
 /** Polls until `done` holds for what `poll` returns, and returns that; dies past the deadline. */
@@ -193,7 +212,6 @@ const peakOf = (processes: number, sagas: number, windows: ReadonlyArray<Window>
 export const run = (env: BenchEnv, options: ServiceOptions) =>
   Effect.gen(function* () {
     const engine = yield* Engine.Engine
-    const store = yield* SagaStore
     const sql = yield* SqlClient.SqlClient
     // Through this process's pool rather than psql: the polling runs inside the measured windows.
     const countIn = (label: string, state: string) =>
@@ -300,17 +318,7 @@ export const run = (env: BenchEnv, options: ServiceOptions) =>
         const before = yield* latencyBuckets(httpPort)
         const since = new Date()
         const total = Math.ceil(sagasPerSecond * options.latencySeconds)
-        yield* Effect.gen(function* () {
-          while (true) {
-            const page = yield* store.find({ state: "AWAITING_CONDENSER_INPUT", limit: 500 })
-            yield* Effect.forEach(
-              page.items,
-              (saga) => engine.signal(saga.id, "condenser_input", { condenserDataRef: "c/x.json" }).pipe(Effect.ignore),
-              { concurrency: 8, discard: true }
-            )
-            yield* Effect.sleep("20 millis")
-          }
-        }).pipe(Effect.ignore, Effect.forkScoped)
+        yield* Effect.forkScoped(signalWaiting("20 millis"))
         const startAt = performance.now()
         for (let n = 0; n < total; n++) {
           const due = startAt + (n * 1000) / sagasPerSecond

@@ -15,10 +15,10 @@ import * as Engine from "../src/saga/Engine.ts"
 import { SagaRegistry } from "../src/saga/Registry.ts"
 import { definitions } from "../src/sagas/index.ts"
 import * as PgSagaStore from "../src/store/PgSagaStore.ts"
-import { SagaStore } from "../src/store/SagaStore.ts"
 import { freePort } from "../test/utils/freePort.ts"
 import { acquire, type BenchEnv, nodeProcess, rssMb, serviceEnvironment } from "./env.ts"
 import { bucketQuantiles, latencyBuckets } from "./latency.ts"
+import { signalWaiting } from "./service.ts"
 
 const flag = (name: string, fallback: number) => {
   const at = process.argv.indexOf(`--${name}`)
@@ -54,7 +54,6 @@ const metricsText = (port: number) =>
 const soak = (env: BenchEnv) =>
   Effect.gen(function* () {
     const engine = yield* Engine.Engine
-    const store = yield* SagaStore
     const worker = yield* nodeProcess(
       ["test/worker/worker.ts", env.amqpUrl, join(env.secrets, "amqp_password"), join(env.secrets, "effects.jsonl")],
       {}
@@ -65,18 +64,7 @@ const soak = (env: BenchEnv) =>
     yield* service.waitFor(/consuming queue 'orchestrator.replies'/, 60_000)
     console.log(`soak: ${minutes} min at ${rate} sagas/s (about ${rate * 5} steps/s), service pid ${service.pid}`)
 
-    // The engineers: condenser data for every saga that waits for it.
-    yield* Effect.gen(function* () {
-      while (true) {
-        const page = yield* store.find({ state: "AWAITING_CONDENSER_INPUT", limit: 500 })
-        yield* Effect.forEach(
-          page.items,
-          (saga) => engine.signal(saga.id, "condenser_input", { condenserDataRef: "c/soak.json" }).pipe(Effect.ignore),
-          { concurrency: 8, discard: true }
-        )
-        yield* Effect.sleep("200 millis")
-      }
-    }).pipe(Effect.ignore, Effect.forkScoped)
+    yield* Effect.forkScoped(signalWaiting("200 millis"))
 
     // The clients: sagas at a steady rate.
     const begin = performance.now()

@@ -8,7 +8,7 @@ import * as OutboxNotifications from "../../src/store/OutboxNotifications.ts"
 import { retentionLock } from "../../src/store/PgSagaStore/retention.ts"
 import * as PgSagaStore from "../../src/store/PgSagaStore.ts"
 import { SagaStore, StepOutcome } from "../../src/store/SagaStore.ts"
-import { pg } from "../utils/postgres.ts"
+import { superuserConnection } from "../utils/postgres.ts"
 import * as TestDatabase from "../utils/TestDatabase.ts"
 import { sagaStoreContract } from "./contract.ts"
 
@@ -146,14 +146,7 @@ layer(TestDatabase.layerStore(), { excludeTestServices: true, timeout: "60 secon
             Effect.sync(() =>
               spawn("psql", [
                 "-X",
-                "-h",
-                pg.host,
-                "-p",
-                String(pg.port),
-                "-U",
-                pg.superuser,
-                "-d",
-                db.name,
+                ...superuserConnection(db.name),
                 "-c",
                 `BEGIN; SELECT pg_advisory_xact_lock(${retentionLock}); SELECT pg_sleep(30); COMMIT;`
               ])

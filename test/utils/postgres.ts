@@ -25,9 +25,21 @@ export const bootstrapSql = fileURLToPath(new URL("../../docker/postgres/bootstr
 
 const run = promisify(execFile)
 
+/** psql's arguments to connect to `database` as the superuser. */
+export const superuserConnection = (database: string, server: PgServer = pg) => [
+  "-h",
+  server.host,
+  "-p",
+  String(server.port),
+  "-U",
+  server.superuser,
+  "-d",
+  database
+]
+
 /** Runs psql as the superuser (of the machine's server unless told otherwise); resolves with stdout, rejects with stderr. */
 export const psql = async (database: string, args: ReadonlyArray<string>, server: PgServer = pg): Promise<string> => {
-  const connection = ["-h", server.host, "-p", String(server.port), "-U", server.superuser, "-d", database]
+  const connection = superuserConnection(database, server)
   const { stdout } = await run("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", ...connection, ...args], {
     env: { ...process.env, PGCONNECT_TIMEOUT: "5" }
   })
